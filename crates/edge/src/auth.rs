@@ -1,0 +1,317 @@
+//! Token verification. The key decides the algorithm family, never the token: an HS256
+//! token is only checked against a shared secret, an RS/ES token only against a public
+//! key, so the "sign HS256 with the public key" confusion and `alg: none` are refused.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use ugc_model::UserId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "missing token: send `Authorization: Bearer <jwt>` or the `access_token_cookie` cookie"
+    )]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("auth configuration: {0}")]
+pub struct AuthConfigError(String);
+
+#[derive(Clone, Debug, Default)]
+pub struct AuthConfig {
+    /// Shared secret for HS256/384/512.
+    pub hs_secret: Option<String>,
+    /// PEM public key (RSA or EC) for RS256/384/512, PS*, ES256/384.
+    pub public_key_pem: Option<Vec<u8>>,
+    /// A JWKS document (`{"keys":[...]}`) with public keys.
+    pub jwks: Option<Vec<u8>>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Hmac,
+    Rsa,
+    Ec,
+}
+
+fn family(alg: Algorithm) -> Option<Family> {
+    use Algorithm::*;
+    match alg {
+        HS256 | HS384 | HS512 => Some(Family::Hmac),
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => Some(Family::Rsa),
+        ES256 | ES384 => Some(Family::Ec),
+        _ => None,
+    }
+}
+
+fn algorithms(f: Family) -> Vec<Algorithm> {
+    use Algorithm::*;
+    match f {
+        Family::Hmac => vec![HS256, HS384, HS512],
+        Family::Rsa => vec![RS256, RS384, RS512, PS256, PS384, PS512],
+        Family::Ec => vec![ES256, ES384],
+    }
+}
+
+struct Key {
+    family: Family,
+    kid: Option<String>,
+    key: DecodingKey,
+}
+
+/// Who is calling, as the token says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub user: UserId,
+    pub roles: Vec<String>,
+}
+
+pub struct Verifier {
+    keys: Vec<Key>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+}
+
+impl Verifier {
+    pub fn new(config: &AuthConfig) -> Result<Self, AuthConfigError> {
+        let mut keys = Vec::new();
+        if let Some(secret) = &config.hs_secret {
+            if secret.len() < 16 {
+                return Err(AuthConfigError(
+                    "the HS256 secret must be at least 16 bytes".into(),
+                ));
+            }
+            keys.push(Key {
+                family: Family::Hmac,
+                kid: None,
+                key: DecodingKey::from_secret(secret.as_bytes()),
+            });
+        }
+        if let Some(pem) = &config.public_key_pem {
+            let key = if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
+                Key {
+                    family: Family::Rsa,
+                    kid: None,
+                    key: k,
+                }
+            } else if let Ok(k) = DecodingKey::from_ec_pem(pem) {
+                Key {
+                    family: Family::Ec,
+                    kid: None,
+                    key: k,
+                }
+            } else {
+                return Err(AuthConfigError(
+                    "the public key is neither an RSA nor an EC PEM".into(),
+                ));
+            };
+            keys.push(key);
+        }
+        if let Some(jwks) = &config.jwks {
+            let set: JwkSet =
+                serde_json::from_slice(jwks).map_err(|e| AuthConfigError(format!("JWKS: {e}")))?;
+            for jwk in &set.keys {
+                let family = match &jwk.algorithm {
+                    AlgorithmParameters::RSA(_) => Family::Rsa,
+                    AlgorithmParameters::EllipticCurve(_) => Family::Ec,
+                    // Shared secrets do not belong in a key set that is meant to be public.
+                    _ => continue,
+                };
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| AuthConfigError(format!("JWKS key: {e}")))?;
+                keys.push(Key {
+                    family,
+                    kid: jwk.common.key_id.clone(),
+                    key,
+                });
+            }
+        }
+        if keys.is_empty() {
+            return Err(AuthConfigError(
+                "no key configured: set a secret, a public key or a JWKS file".into(),
+            ));
+        }
+        Ok(Self {
+            keys,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway: config.leeway.as_secs(),
+        })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = decode_header(token)
+            .map_err(|e| AuthError::Invalid(format!("unreadable header: {e}")))?;
+        let fam = family(header.alg).ok_or_else(|| {
+            AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg))
+        })?;
+        let candidates =
+            self.keys
+                .iter()
+                .filter(|k| k.family == fam)
+                .filter(|k| match (&header.kid, &k.kid) {
+                    (Some(want), Some(have)) => want == have,
+                    _ => true,
+                });
+        let mut last = AuthError::Invalid(format!("no key configured for {:?} tokens", header.alg));
+        for k in candidates {
+            match decode::<Claims>(token, &k.key, &self.validation(fam, header.alg)) {
+                Ok(data) => return data.claims.principal(),
+                Err(e) => last = AuthError::Invalid(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+
+    fn validation(&self, fam: Family, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.algorithms = algorithms(fam);
+        v.leeway = self.leeway;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.required_spec_claims = HashSet::from(["exp".to_owned()]);
+        match &self.audience {
+            Some(aud) => v.set_audience(&[aud]),
+            None => v.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+        }
+        v
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: Option<Value>,
+    #[serde(default)]
+    user_id: Option<Value>,
+    #[serde(default)]
+    roles: Option<Value>,
+    #[serde(default)]
+    role: Option<Value>,
+}
+
+impl Claims {
+    fn principal(self) -> Result<Principal, AuthError> {
+        // Auth services put the user in `sub` (RFC 7519) or, like seed 000's, `user_id`;
+        // some issue numeric ids.
+        let user = [self.sub, self.user_id]
+            .into_iter()
+            .flatten()
+            .find_map(|v| match v {
+                Value::String(s) => Some(s),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                AuthError::Invalid("the token names no user (`sub` or `user_id`)".into())
+            })?;
+        let user = UserId::parse(user).map_err(|e| AuthError::Invalid(e.into()))?;
+        let mut roles = Vec::new();
+        for v in [self.roles, self.role].into_iter().flatten() {
+            match v {
+                Value::String(s) => roles.push(s),
+                Value::Array(a) => {
+                    roles.extend(a.into_iter().filter_map(|r| r.as_str().map(str::to_owned)))
+                }
+                _ => {}
+            }
+        }
+        Ok(Principal { user, roles })
+    }
+}
+
+#[derive(Serialize)]
+struct MintClaims<'a> {
+    sub: &'a str,
+    roles: &'a [String],
+    iat: u64,
+    exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+}
+
+/// Signs a development token with the shared secret (`ugc token`).
+pub fn mint_hs256(
+    config: &AuthConfig,
+    user: &UserId,
+    roles: &[String],
+    ttl: Duration,
+) -> Result<String, AuthConfigError> {
+    let secret = config
+        .hs_secret
+        .as_ref()
+        .ok_or_else(|| AuthConfigError("minting needs the HS256 secret".into()))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = MintClaims {
+        sub: user.as_str(),
+        roles,
+        iat: now,
+        exp: now + ttl.as_secs(),
+        iss: config.issuer.as_deref(),
+        aud: config.audience.as_deref(),
+    };
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| AuthConfigError(e.to_string()))
+}
+
+pub fn read_key_file(path: &Path) -> Result<Vec<u8>, AuthConfigError> {
+    std::fs::read(path).map_err(|e| AuthConfigError(format!("cannot read {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> AuthConfig {
+        AuthConfig {
+            hs_secret: Some("0123456789abcdef0123".into()),
+            leeway: Duration::from_secs(5),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn minted_tokens_verify_and_carry_roles() {
+        let c = cfg();
+        let user = UserId::parse("1ec4cd73-2fd5-4f25-af68-b6595d279af2").unwrap();
+        let t = mint_hs256(&c, &user, &["admin".into()], Duration::from_secs(60)).unwrap();
+        let p = Verifier::new(&c).unwrap().verify(&t).unwrap();
+        assert_eq!(p.user, user);
+        assert_eq!(p.roles, ["admin"]);
+    }
+
+    #[test]
+    fn alg_none_and_garbage_are_refused() {
+        let v = Verifier::new(&cfg()).unwrap();
+        // {"alg":"none","typ":"JWT"} . {"sub":"u","exp":9999999999} . (no signature)
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1IiwiZXhwIjo5OTk5OTk5OTk5fQ.";
+        assert!(v.verify(none).is_err());
+        assert!(v.verify("not-a-jwt").is_err());
+    }
+}

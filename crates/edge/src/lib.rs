@@ -1,0 +1,47 @@
+//! The HTTP edge: who is calling (auth), what they sent (validation), what the server
+//! adds (enrichment), and the routes of ingest, progress and analytics.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use utoipa::OpenApi;
+use utoipa_scalar::{Scalar, Servable};
+
+pub use state::{AppState, EdgeConfig};
+
+use crate::error::ApiError;
+use crate::routes::{events, health, queries};
+
+pub fn router(state: AppState) -> Router {
+    let doc = openapi::ApiDoc::openapi();
+    Router::new()
+        .route("/api/v1/events", post(events::post_event))
+        .route("/api/v1/events/batch", post(events::post_batch))
+        .route(
+            "/api/v1/films/{film_id}/progress",
+            get(queries::film_progress),
+        )
+        .route("/api/v1/progress", get(queries::continue_watching))
+        .route("/api/v1/query", post(queries::analyst_sql))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route(
+            "/openapi.json",
+            get({
+                let doc = doc.clone();
+                move || async move { axum::Json(doc) }
+            }),
+        )
+        .merge(Scalar::with_url("/docs", doc))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        // JsonBody enforces the configured limit itself, with a JSON 413.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}

@@ -1,0 +1,214 @@
+//! Ingest: validate, enrich with what only the server knows, append to the log, and
+//! answer 202 only once the log says the events are durable.
+
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+use ugc_log::OutRecord;
+use ugc_model::{
+    ENVELOPE_VERSION, Envelope, EventId, FieldError, IncomingEvent, Timestamp, UserId, parse_event,
+};
+use utoipa::ToSchema;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ClientIp, JsonBody};
+use crate::openapi::EventRequest;
+use crate::state::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    pub event_id: EventId,
+    /// The same id, as a list, so single and batch answers read alike.
+    pub event_ids: Vec<EventId>,
+}
+
+/// The per-item outcome of a batch.
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum BatchItem {
+    Accepted {
+        index: usize,
+        event_id: EventId,
+    },
+    Rejected {
+        index: usize,
+        /// JSON path of the first bad field, relative to the item.
+        field: String,
+        reason: String,
+        /// Every bad field of the item.
+        errors: Vec<FieldError>,
+    },
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchAccepted {
+    pub accepted: usize,
+    pub rejected: usize,
+    /// Ids of the accepted events, in request order.
+    pub event_ids: Vec<EventId>,
+    pub results: Vec<BatchItem>,
+}
+
+/// Adds what only the server knows. The user always comes from the token.
+pub fn enrich(
+    incoming: IncomingEvent,
+    user: Option<&UserId>,
+    ip: Option<IpAddr>,
+    now: Timestamp,
+) -> Envelope {
+    Envelope {
+        v: ENVELOPE_VERSION,
+        event_id: incoming.event_id.unwrap_or_else(EventId::new_v7),
+        user_id: user.cloned(),
+        received_at: now,
+        occurred_at: incoming.occurred_at.unwrap_or(now),
+        client_ip: ip,
+        context: incoming.context,
+        event: incoming.event,
+    }
+}
+
+pub fn record(env: &Envelope) -> OutRecord {
+    OutRecord {
+        key: env.user_id.as_ref().map(|u| u.as_str().as_bytes().to_vec()),
+        payload: env.encode(),
+    }
+}
+
+/// Record one viewer event.
+#[utoipa::path(
+    post, path = "/api/v1/events", tag = "ingest",
+    request_body(content = EventRequest, example = json!({"type":"view_progress","film_id":"1ec4cd73-2fd5-4f25-af68-b6595d279af2","film_timestamp":754})),
+    responses(
+        (status = 202, description = "Durable in the log", body = Accepted),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid fields, each with its JSON path", body = ErrorBody),
+        (status = 503, description = "The log cannot take events now; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn post_event(
+    State(state): State<AppState>,
+    principal: Principal,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let incoming = parse_event(&body).map_err(ApiError::Validation)?;
+    let env = enrich(incoming, Some(&principal.user), ip, Timestamp::now());
+    state.producer().append(vec![record(&env)]).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            event_id: env.event_id,
+            event_ids: vec![env.event_id],
+        }),
+    )
+        .into_response())
+}
+
+/// Record many events at once. Valid items are accepted even when others are rejected.
+#[utoipa::path(
+    post, path = "/api/v1/events/batch", tag = "ingest",
+    request_body(content = Vec<EventRequest>, description = "A JSON array of events, or `{\"events\": [...]}`"),
+    responses(
+        (status = 202, description = "The valid items are durable in the log", body = BatchAccepted),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 413, description = "Body or batch over the limit", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "No valid item; per-item reasons in `results`", body = BatchAccepted),
+        (status = 503, description = "The log cannot take events now; see Retry-After", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub async fn post_batch(
+    State(state): State<AppState>,
+    principal: Principal,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let items = match body {
+        Value::Array(items) => items,
+        Value::Object(mut obj) => match obj.remove("events") {
+            Some(Value::Array(items)) => items,
+            _ => {
+                return Err(ApiError::Validation(vec![FieldError::new(
+                    "events",
+                    "expected an array of events",
+                )]));
+            }
+        },
+        _ => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "",
+                "expected an array of events or {\"events\": [...]}",
+            )]));
+        }
+    };
+    let max = state.config().max_batch;
+    if items.len() > max {
+        return Err(ApiError::TooLarge {
+            what: "the batch",
+            limit: format!("{max} events"),
+        });
+    }
+    if items.is_empty() {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "events",
+            "the batch is empty",
+        )]));
+    }
+    let now = Timestamp::now();
+    let mut results = Vec::with_capacity(items.len());
+    let mut records = Vec::with_capacity(items.len());
+    let mut event_ids = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match parse_event(item) {
+            Ok(incoming) => {
+                let env = enrich(incoming, Some(&principal.user), ip, now);
+                records.push(record(&env));
+                event_ids.push(env.event_id);
+                results.push(BatchItem::Accepted {
+                    index,
+                    event_id: env.event_id,
+                });
+            }
+            Err(errors) => {
+                let first = errors
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| FieldError::new("", "invalid"));
+                results.push(BatchItem::Rejected {
+                    index,
+                    field: first.field,
+                    reason: first.reason,
+                    errors,
+                });
+            }
+        }
+    }
+    let accepted = records.len();
+    let status = if accepted == 0 {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        // All of a request's valid items are appended together: all durable or none.
+        state.producer().append(records).await?;
+        StatusCode::ACCEPTED
+    };
+    let body = BatchAccepted {
+        accepted,
+        rejected: results.len() - accepted,
+        event_ids,
+        results,
+    };
+    Ok((status, Json(body)).into_response())
+}

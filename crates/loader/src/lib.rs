@@ -1,0 +1,269 @@
+//! The loader: log → store, exactly once by event id.
+//!
+//! The order of operations is the whole guarantee:
+//! 1. poll a batch (the log makes it deterministic: a batch handed out before a crash is
+//!    handed out again, identical, under the same token);
+//! 2. insert it into the store under that token (a retried insert is dropped);
+//! 3. only then commit the log position.
+//!
+//! A crash between any two steps re-delivers the batch, and the token makes the second
+//! insert a no-op. Records that cannot be decoded go to the dead-letter table with the
+//! reason, in the same insert, so they never block the log.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use ugc_log::{Batch, LogConsumer};
+use ugc_model::Envelope;
+use ugc_store::{DeadLetter, EventStore, LogPosition, StoreBatch, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct LoaderConfig {
+    /// Most records per insert.
+    pub batch_max_records: usize,
+    /// Longest a record waits for its batch to fill.
+    pub batch_max_wait: Duration,
+    /// First and longest pause between retries while the store or log fails.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_records: 20_000,
+            batch_max_wait: Duration::from_millis(200),
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the loader has done, for health checks and metrics.
+#[derive(Default)]
+pub struct LoaderStatus {
+    pub rows_loaded: AtomicU64,
+    pub batches_loaded: AtomicU64,
+    pub dead_letters: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl LoaderStatus {
+    /// The error of the most recent failed attempt, cleared by the next success.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = e;
+        }
+    }
+}
+
+pub struct Loader {
+    consumer: Box<dyn LogConsumer>,
+    store: Arc<dyn EventStore>,
+    config: LoaderConfig,
+    status: Arc<LoaderStatus>,
+}
+
+impl Loader {
+    pub fn new(
+        consumer: Box<dyn LogConsumer>,
+        store: Arc<dyn EventStore>,
+        config: LoaderConfig,
+    ) -> Self {
+        Self {
+            consumer,
+            store,
+            config,
+            status: Arc::default(),
+        }
+    }
+
+    pub fn status(&self) -> Arc<LoaderStatus> {
+        self.status.clone()
+    }
+
+    /// Runs until `shutdown` turns true. An uncommitted batch at shutdown is simply
+    /// re-delivered at the next start.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(&self.config);
+        while !*shutdown.borrow() {
+            let polled = tokio::select! {
+                _ = shutdown.changed() => break,
+                p = self.consumer.poll(self.config.batch_max_records, self.config.batch_max_wait) => p,
+            };
+            let batch = match polled {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.failed(&format!("log poll: {e}"), &mut backoff, &mut shutdown)
+                        .await;
+                    continue;
+                }
+            };
+            let store_batch = decode(&batch);
+            // Insert, then commit, each retried until it succeeds or we shut down.
+            while !self.load(&store_batch).await {
+                if self.wait(&mut backoff, &mut shutdown).await {
+                    return;
+                }
+            }
+            loop {
+                match self.consumer.commit(&batch).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let msg = format!("log commit: {e}");
+                        if self.failed(&msg, &mut backoff, &mut shutdown).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            backoff.reset();
+            self.status.set_error(None);
+            self.status
+                .rows_loaded
+                .fetch_add(store_batch.events.len() as u64, Ordering::Relaxed);
+            self.status
+                .dead_letters
+                .fetch_add(store_batch.dead_letters.len() as u64, Ordering::Relaxed);
+            self.status.batches_loaded.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(token = %batch.token, rows = store_batch.events.len(), "batch loaded");
+        }
+    }
+
+    /// One attempt to put the batch in the store. A batch the store *refuses* (as
+    /// opposed to cannot take now) is split so that one bad row cannot block the log:
+    /// rows go in one by one under derived tokens, and refused rows become dead letters.
+    async fn load(&self, batch: &StoreBatch) -> bool {
+        match self.store.insert(batch).await {
+            Ok(()) => true,
+            Err(StoreError::Rejected(reason)) => {
+                tracing::warn!(token = %batch.token, %reason, "store refused a batch; loading it row by row");
+                self.load_row_by_row(batch).await
+            }
+            Err(e) => {
+                tracing::warn!(token = %batch.token, error = %e, "store insert failed; will retry");
+                self.status.set_error(Some(e.to_string()));
+                false
+            }
+        }
+    }
+
+    async fn load_row_by_row(&self, batch: &StoreBatch) -> bool {
+        let mut dead = batch.dead_letters.clone();
+        for (pos, env) in &batch.events {
+            let single = StoreBatch {
+                token: format!("{}/{}", batch.token, pos.offset),
+                events: vec![(*pos, env.clone())],
+                dead_letters: vec![],
+            };
+            match self.store.insert(&single).await {
+                Ok(()) => {}
+                Err(StoreError::Rejected(reason)) => dead.push(DeadLetter {
+                    position: *pos,
+                    reason: format!("store refused the row: {reason}"),
+                    payload: env.encode(),
+                }),
+                Err(e) => {
+                    self.status.set_error(Some(e.to_string()));
+                    return false;
+                }
+            }
+        }
+        let rest = StoreBatch {
+            token: format!("{}/dead", batch.token),
+            events: vec![],
+            dead_letters: dead,
+        };
+        match self.store.insert(&rest).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.status.set_error(Some(e.to_string()));
+                false
+            }
+        }
+    }
+
+    /// Records the failure and waits; returns true when shutting down.
+    async fn failed(
+        &self,
+        msg: &str,
+        backoff: &mut Backoff,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        tracing::warn!(error = msg, "loader step failed; will retry");
+        self.status.set_error(Some(msg.to_owned()));
+        self.wait(backoff, shutdown).await
+    }
+
+    async fn wait(&self, backoff: &mut Backoff, shutdown: &mut watch::Receiver<bool>) -> bool {
+        tokio::select! {
+            _ = shutdown.changed() => true,
+            _ = tokio::time::sleep(backoff.next()) => *shutdown.borrow(),
+        }
+    }
+}
+
+/// Turns log records into store rows; what does not decode becomes a dead letter.
+fn decode(batch: &Batch) -> StoreBatch {
+    let mut out = StoreBatch {
+        token: batch.token.clone(),
+        events: Vec::with_capacity(batch.records.len()),
+        dead_letters: vec![],
+    };
+    for rec in &batch.records {
+        let position = LogPosition {
+            partition: rec.partition,
+            offset: rec.offset,
+        };
+        match Envelope::decode(&rec.payload) {
+            Ok(env) => out.events.push((position, env)),
+            Err(reason) => {
+                tracing::warn!(offset = rec.offset, %reason, "undecodable log record sent to dead letters");
+                out.dead_letters.push(DeadLetter {
+                    position,
+                    reason,
+                    payload: rec.payload.clone(),
+                })
+            }
+        }
+    }
+    out
+}
+
+/// Exponential backoff with jitter, so restarted loaders do not retry in lockstep.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(c: &LoaderConfig) -> Self {
+        Self {
+            min: c.retry_min,
+            max: c.retry_max,
+            current: c.retry_min,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.current = self.min;
+    }
+
+    fn next(&mut self) -> Duration {
+        let base = self.current;
+        self.current = (self.current * 2).min(self.max);
+        // Jitter in [50%, 100%] of the step; the clock's nanoseconds are random enough here.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        base.mul_f64(0.5 + (nanos % 1000) as f64 / 2000.0)
+    }
+}

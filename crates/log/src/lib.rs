@@ -1,0 +1,99 @@
+//! The durable event log between the edge and the loader.
+//!
+//! Two traits make the seam: [`LogProducer`] (the edge appends; `Ok` means durable) and
+//! [`LogConsumer`] (the loader polls batches and commits them after the store has them).
+//! [`embedded`] fills them with a single-file redb log; the Kafka implementation fills
+//! the same traits with topics and a consumer group.
+
+pub mod embedded;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// Why the log did not take or give records. Every variant is something the client can
+/// retry: the edge maps all of them to 503 with `Retry-After`.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("the event log is overloaded (append queue full)")]
+    Overloaded,
+    #[error("the event log did not confirm durability within {0:?}")]
+    Timeout(Duration),
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the event log is shut down")]
+    Closed,
+}
+
+impl LogError {
+    /// How long a client should wait before retrying.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            LogError::Overloaded => Duration::from_secs(1),
+            LogError::Timeout(_) | LogError::Unavailable(_) | LogError::Closed => {
+                Duration::from_secs(2)
+            }
+        }
+    }
+}
+
+/// One record to append. The key groups records that must stay in order (the user);
+/// a partitioned log routes by it, the embedded single-partition log keeps total order.
+#[derive(Clone, Debug)]
+pub struct OutRecord {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+#[async_trait]
+pub trait LogProducer: Send + Sync + 'static {
+    /// Appends all records; returns only once every one of them is durable.
+    /// A request's records are appended together (all or none).
+    async fn append(&self, records: Vec<OutRecord>) -> Result<(), LogError>;
+
+    /// Cheap readiness probe: can an append succeed right now?
+    async fn check(&self) -> Result<(), LogError>;
+}
+
+/// A record as the consumer sees it, with its position in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub payload: Vec<u8>,
+}
+
+/// A contiguous range of one partition, handed to the loader as a unit.
+///
+/// `token` names the range deterministically: after a crash the consumer hands out the
+/// very same range again under the same token, which is what lets the store drop a
+/// retried insert (dedup token / replicated block dedup).
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub token: String,
+    pub partition: u32,
+    /// First offset in the batch.
+    pub start: u64,
+    /// One past the last offset: the position to commit.
+    pub end: u64,
+    pub records: Vec<LogRecord>,
+}
+
+#[async_trait]
+pub trait LogConsumer: Send + Sync + 'static {
+    /// Waits up to `max_wait` for records and returns a batch of at most `max_records`,
+    /// or `None` when the log stayed empty. A batch that was handed out but not
+    /// committed before a crash is handed out again, identical, first.
+    async fn poll(
+        &mut self,
+        max_records: usize,
+        max_wait: Duration,
+    ) -> Result<Option<Batch>, LogError>;
+
+    /// Durably records that everything up to `batch.end` is in the store, and lets the
+    /// log reclaim it.
+    async fn commit(&mut self, batch: &Batch) -> Result<(), LogError>;
+
+    /// Records appended but not yet committed.
+    async fn lag(&self) -> Result<u64, LogError>;
+}

@@ -1,0 +1,272 @@
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::{EventId, FilmId, Timestamp, UserId};
+
+/// Seconds into a film. A week bounds anything a player can report (series marathons
+/// included) and keeps garbage like 2^31 out of the tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "i64", into = "u32")]
+#[schema(value_type = u32, maximum = 604800)]
+pub struct FilmPosition(u32);
+
+impl FilmPosition {
+    pub const MAX: u32 = 7 * 24 * 3600;
+    pub fn seconds(&self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for FilmPosition {
+    type Error = String;
+    fn try_from(v: i64) -> Result<Self, String> {
+        if v < 0 {
+            return Err(format!("must be >= 0 seconds, got {v}"));
+        }
+        if v > Self::MAX as i64 {
+            return Err(format!("must be <= {} seconds, got {v}", Self::MAX));
+        }
+        Ok(Self(v as u32))
+    }
+}
+
+impl From<FilmPosition> for u32 {
+    fn from(p: FilmPosition) -> u32 {
+        p.0
+    }
+}
+
+/// A video quality label as players name them ("720p", "1080", "auto").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, max_length = 32, example = "720p")]
+pub struct Quality(String);
+
+impl Quality {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Quality {
+    type Error = &'static str;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        bounded_label(&s, 32)?;
+        Ok(Self(s))
+    }
+}
+
+impl From<Quality> for String {
+    fn from(q: Quality) -> String {
+        q.0
+    }
+}
+
+/// Name of a `custom` event: a short dotted identifier, so analysts can group by it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$", example = "trailer_click")]
+pub struct EventName(String);
+
+impl EventName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EventName {
+    type Error = &'static str;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.is_empty() || s.len() > 64 {
+            return Err("must be 1 to 64 characters");
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        {
+            return Err("may only contain letters, digits and _ . : -");
+        }
+        Ok(Self(s))
+    }
+}
+
+impl From<EventName> for String {
+    fn from(n: EventName) -> String {
+        n.0
+    }
+}
+
+fn bounded_label(s: &str, max: usize) -> Result<(), &'static str> {
+    if s.trim().is_empty() {
+        return Err("must not be empty");
+    }
+    if s.len() > max {
+        return Err("is too long");
+    }
+    if s.chars().any(char::is_control) {
+        return Err("contains control characters");
+    }
+    Ok(())
+}
+
+/// The seven pages of the catalogue API whose views are tracked (seed 003).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Page {
+    FilmsList,
+    Film,
+    FilmSearch,
+    Genres,
+    Genre,
+    Person,
+    PersonSearch,
+}
+
+impl Page {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Page::FilmsList => "films_list",
+            Page::Film => "film",
+            Page::FilmSearch => "film_search",
+            Page::Genres => "genres",
+            Page::Genre => "genre",
+            Page::Person => "person",
+            Page::PersonSearch => "person_search",
+        }
+    }
+}
+
+/// What the viewer did. The `type` tag selects the variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The player's periodic position report (seed 004).
+    ViewProgress {
+        film_id: FilmId,
+        film_timestamp: FilmPosition,
+    },
+    Pause {
+        film_id: FilmId,
+        position: FilmPosition,
+    },
+    /// The film was watched to the end.
+    FullView { film_id: FilmId },
+    QualityChange {
+        film_id: FilmId,
+        from: Quality,
+        to: Quality,
+        position: FilmPosition,
+    },
+    PageView {
+        page: Page,
+        #[serde(default)]
+        #[schema(value_type = Object)]
+        params: Map<String, Value>,
+    },
+    /// Anything else a client tracks; `data` is kept as sent.
+    Custom {
+        name: EventName,
+        #[serde(default)]
+        #[schema(value_type = Object)]
+        data: Value,
+    },
+}
+
+impl Event {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::ViewProgress { .. } => "view_progress",
+            Event::Pause { .. } => "pause",
+            Event::FullView { .. } => "full_view",
+            Event::QualityChange { .. } => "quality_change",
+            Event::PageView { .. } => "page_view",
+            Event::Custom { .. } => "custom",
+        }
+    }
+
+    pub fn film_id(&self) -> Option<FilmId> {
+        match self {
+            Event::ViewProgress { film_id, .. }
+            | Event::Pause { film_id, .. }
+            | Event::FullView { film_id }
+            | Event::QualityChange { film_id, .. } => Some(*film_id),
+            Event::PageView { .. } | Event::Custom { .. } => None,
+        }
+    }
+
+    /// The position in the film this event reports, if any.
+    pub fn position(&self) -> Option<FilmPosition> {
+        match self {
+            Event::ViewProgress { film_timestamp, .. } => Some(*film_timestamp),
+            Event::Pause { position, .. } | Event::QualityChange { position, .. } => {
+                Some(*position)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Where the client runs. Known keys are typed; anything else is kept in `extra`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Context {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 35, example = "ru-RU")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64, example = "Europe/Moscow")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64, example = "web-2.3.1")]
+    pub app_version: Option<String>,
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub extra: Map<String, Value>,
+}
+
+impl Context {
+    pub fn is_empty(&self) -> bool {
+        self.language.is_none()
+            && self.timezone.is_none()
+            && self.app_version.is_none()
+            && self.extra.is_empty()
+    }
+}
+
+/// Version of the [`Envelope`] encoding, so a loader can refuse what it does not know.
+pub const ENVELOPE_VERSION: u8 = 1;
+
+/// One record of the event log: the client's event plus what the edge knows for sure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u8,
+    pub event_id: EventId,
+    /// `None` only for anonymous events, which the edge accepts only where configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    pub received_at: Timestamp,
+    /// The client's clock if it sent one, else `received_at`.
+    pub occurred_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Context::is_empty")]
+    pub context: Context,
+    pub event: Event,
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain data structures into a Vec cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let env: Envelope = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if env.v != ENVELOPE_VERSION {
+            return Err(format!("unknown envelope version {}", env.v));
+        }
+        Ok(env)
+    }
+}

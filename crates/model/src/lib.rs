@@ -1,0 +1,15 @@
+//! The event catalogue shared by every stage: what a client may send ([`Event`]),
+//! what the edge adds to it ([`Envelope`], the log record), and the newtypes that keep
+//! invalid values out of the pipeline.
+
+mod event;
+mod ids;
+mod parse;
+mod timestamp;
+
+pub use event::{
+    Context, ENVELOPE_VERSION, Envelope, Event, EventName, FilmPosition, Page, Quality,
+};
+pub use ids::{EventId, FilmId, UserId};
+pub use parse::{FieldError, IncomingEvent, parse_event};
+pub use timestamp::Timestamp;

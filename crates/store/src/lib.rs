@@ -1,0 +1,116 @@
+//! The analytics store: where events end up and where every read comes from.
+//!
+//! [`EventStore`] is the seam. [`chdb::ChdbStore`] is the embedded implementation (the
+//! ClickHouse engine as a library); a ClickHouse server or cluster implements the same
+//! trait with the same SQL from [`sql`].
+
+pub mod chdb;
+pub mod sql;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+use ugc_model::{Envelope, FilmId, Timestamp, UserId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot serve now (down, overloaded, timed out): retry later.
+    #[error("the analytics store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store understood and refused: bad SQL, a type error. Retrying won't help.
+    #[error("the analytics store refused the statement: {0}")]
+    Rejected(String),
+    /// A query ran past its time limit.
+    #[error("the query ran longer than {0:?}")]
+    Timeout(Duration),
+}
+
+/// Where a record sat in the log; kept with each row so any row can be traced back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogPosition {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A log record the loader could not decode, kept with the reason.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    pub position: LogPosition,
+    pub reason: String,
+    pub payload: Vec<u8>,
+}
+
+/// One loader batch. `token` is deterministic for the log range the batch came from,
+/// so a retried insert of the same range is recognised and dropped by the store.
+#[derive(Clone, Debug, Default)]
+pub struct StoreBatch {
+    pub token: String,
+    pub events: Vec<(LogPosition, Envelope)>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// The viewer's last known state in one film.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    pub film_id: FilmId,
+    /// Seconds into the film at the last position report.
+    pub position: u32,
+    /// Whether the latest event for this film was "watched to the end".
+    pub finished: bool,
+    pub updated_at: Timestamp,
+}
+
+/// Bounds on an analyst's query.
+#[derive(Clone, Copy, Debug)]
+pub struct QueryLimits {
+    pub max_rows: u64,
+    pub max_time: Duration,
+}
+
+/// Rows of an analyst's query, in the column order the query gave.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryRows {
+    pub columns: Vec<Column>,
+    pub rows: Vec<serde_json::Map<String, Value>>,
+    /// True when the row limit cut the result.
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Creates and migrates the schema; idempotent.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Inserts a batch. Inserting the same batch (same token, same rows) twice stores
+    /// its rows once.
+    async fn insert(&self, batch: &StoreBatch) -> Result<(), StoreError>;
+
+    async fn film_progress(
+        &self,
+        user: &UserId,
+        film: FilmId,
+    ) -> Result<Option<Progress>, StoreError>;
+
+    /// Films started and not finished, most recent first.
+    async fn continue_watching(
+        &self,
+        user: &UserId,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<Progress>, StoreError>;
+
+    /// Runs one read-only `SELECT` for an analyst, bounded by `limits`.
+    async fn select(&self, sql: &str, limits: QueryLimits) -> Result<QueryRows, StoreError>;
+
+    /// Is the store usable right now?
+    async fn ping(&self) -> Result<(), StoreError>;
+}

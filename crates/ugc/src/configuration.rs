@@ -1,0 +1,308 @@
+//! Every knob of the binary, from (highest first) command-line flags, `UGC_*`
+//! environment variables, a TOML file (`--config`), and built-in defaults.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use ipnet::IpNet;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ugc",
+    version,
+    about = "User-generated-content event platform of an online cinema",
+    long_about = "ugc takes viewer events over HTTP (JWT-authenticated), makes them durable in a log, \
+and loads them exactly once into a ClickHouse engine for queries.\n\n\
+With no command it runs all-in-one: ingest API, embedded log, loader and embedded \
+store (chDB), all data under --data-dir.\n\n\
+Every option can also be set by its UGC_* environment variable or in a TOML file given \
+with --config (keys are the option names, e.g. `listen = \"0.0.0.0:8000\"`). \
+Precedence: flag, then environment, then file, then default."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the platform (the default when no command is given).
+    Serve,
+    /// Print a development token signed with the configured HS256 secret.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// The user the token is for (the `sub` claim).
+    #[arg(long)]
+    pub user: String,
+    /// A role to grant (repeatable): `admin` or `analyst` may run SQL.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Lifetime of the token in seconds.
+    #[arg(long, default_value_t = 12 * 3600)]
+    pub ttl_secs: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Settings {
+    /// TOML file with settings; flags and environment override it.
+    #[arg(long, env = "UGC_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Address the HTTP API listens on.
+    #[arg(
+        long,
+        env = "UGC_LISTEN",
+        default_value = "127.0.0.1:8000",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Directory holding all data of the all-in-one mode (log, store, generated key).
+    #[arg(long, env = "UGC_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// HS256 shared secret (at least 16 bytes) tokens are verified with. When no key at
+    /// all is configured, one is generated into <data-dir>/jwt-secret.
+    #[arg(long, env = "UGC_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file with the auth service's public key (RSA or EC) for RS256/ES256 tokens.
+    #[arg(long, env = "UGC_JWT_PUBLIC_KEY", global = true)]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// JWKS file (`{"keys": [...]}`) with the auth service's public keys.
+    #[arg(long, env = "UGC_JWT_JWKS", global = true)]
+    pub jwt_jwks: Option<PathBuf>,
+
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "UGC_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "UGC_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "UGC_JWT_LEEWAY_SECS", default_value_t = 30, global = true)]
+    pub jwt_leeway_secs: u64,
+
+    /// Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is trusted.
+    #[arg(
+        long,
+        env = "UGC_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "UGC_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Most events in one batch request.
+    #[arg(long, env = "UGC_MAX_BATCH", default_value_t = 1000, global = true)]
+    pub max_batch: usize,
+
+    /// Append requests that may wait for the log writer; beyond it the API answers 503.
+    #[arg(long, env = "UGC_LOG_QUEUE", default_value_t = 8192, global = true)]
+    pub log_queue: usize,
+
+    /// Most records written under one fsync (group commit).
+    #[arg(
+        long,
+        env = "UGC_LOG_GROUP_MAX",
+        default_value_t = 50_000,
+        global = true
+    )]
+    pub log_group_max: usize,
+
+    /// How long an append waits for durability before the API answers 503, in ms.
+    #[arg(
+        long,
+        env = "UGC_LOG_ACK_TIMEOUT_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub log_ack_timeout_ms: u64,
+
+    /// Most events per loader insert.
+    #[arg(
+        long,
+        env = "UGC_LOADER_BATCH_MAX",
+        default_value_t = 20_000,
+        global = true
+    )]
+    pub loader_batch_max: usize,
+
+    /// Longest an event waits for its loader batch to fill, in ms.
+    #[arg(
+        long,
+        env = "UGC_LOADER_BATCH_WAIT_MS",
+        default_value_t = 200,
+        global = true
+    )]
+    pub loader_batch_wait_ms: u64,
+
+    /// Path of libchdb.so [default: $UGC_CACHE_DIR or ~/.cache/ugc, then /chdb/<version>/libchdb.so,
+    /// where scripts/fetch-chdb installs it].
+    #[arg(long, env = "UGC_CHDB_LIB", global = true)]
+    pub chdb_lib: Option<PathBuf>,
+
+    /// Memory cap of the embedded ClickHouse engine, in bytes.
+    #[arg(
+        long,
+        env = "UGC_CHDB_MAX_MEMORY",
+        default_value_t = 2_000_000_000,
+        global = true
+    )]
+    pub chdb_max_memory: u64,
+
+    /// Most rows an analyst's query returns.
+    #[arg(
+        long,
+        env = "UGC_QUERY_MAX_ROWS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub query_max_rows: u64,
+
+    /// Time limit of an analyst's query, in seconds.
+    #[arg(
+        long,
+        env = "UGC_QUERY_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub query_timeout_secs: u64,
+
+    /// Largest page of the "continue watching" list.
+    #[arg(
+        long,
+        env = "UGC_PROGRESS_PAGE_MAX",
+        default_value_t = 100,
+        global = true
+    )]
+    pub progress_page_max: u32,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ugc=debug,info`.
+    #[arg(long, env = "UGC_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// Log line format.
+    #[arg(long, env = "UGC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    pub log_format: String,
+}
+
+impl Settings {
+    pub fn log_ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.log_ack_timeout_ms)
+    }
+    pub fn chdb_library(&self) -> PathBuf {
+        self.chdb_lib
+            .clone()
+            .unwrap_or_else(ugc_chdb::default_library_path)
+    }
+    pub fn secret_file(&self) -> PathBuf {
+        self.data_dir.join("jwt-secret")
+    }
+}
+
+/// Parses the command line, then fills whatever flags and environment left at its
+/// default from the `--config` file, by re-parsing with the file's values as flags.
+pub fn parse() -> anyhow::Result<Cli> {
+    parse_from(std::env::args_os().collect())
+}
+
+pub fn parse_from(args: Vec<OsString>) -> anyhow::Result<Cli> {
+    let cmd = Cli::command();
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(&args)
+        .unwrap_or_else(|e| e.exit());
+    let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    };
+    let mut args = args;
+    for (key, value) in read_file(&path)? {
+        let id = key.replace('-', "_");
+        if !cmd.get_arguments().any(|a| a.get_id() == id.as_str()) || id == "config" {
+            bail!(
+                "{}: unknown setting `{key}` (see `ugc --help`)",
+                path.display()
+            );
+        }
+        if matches!(
+            matches.value_source(&id),
+            None | Some(ValueSource::DefaultValue)
+        ) {
+            args.push(format!("--{}={value}", id.replace('_', "-")).into());
+        }
+    }
+    let matches = cmd.try_get_matches_from(&args).unwrap_or_else(|e| e.exit());
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    table
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            Ok((k, v))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_fills_defaults_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ugc.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nmax-batch = 7\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        let args = |extra: &[&str]| {
+            let mut a: Vec<OsString> = vec!["ugc".into(), "--config".into(), file.clone().into()];
+            a.extend(extra.iter().map(OsString::from));
+            a
+        };
+        let cli = parse_from(args(&[])).unwrap();
+        assert_eq!(cli.settings.listen.port(), 9999);
+        assert_eq!(cli.settings.max_batch, 7);
+        assert_eq!(cli.settings.trusted_proxies.len(), 2);
+        let cli = parse_from(args(&["--max-batch", "9"])).unwrap();
+        assert_eq!(cli.settings.max_batch, 9);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ugc.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        let err = parse_from(vec!["ugc".into(), "--config".into(), file.into()]).unwrap_err();
+        assert!(err.to_string().contains("lisen"));
+    }
+}

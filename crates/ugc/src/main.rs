@@ -1,0 +1,31 @@
+mod configuration;
+mod startup;
+mod telemetry;
+
+use std::time::Duration;
+
+use configuration::Command;
+use ugc_model::UserId;
+
+fn main() -> anyhow::Result<()> {
+    let cli = configuration::parse()?;
+    telemetry::init(&cli.settings.log, &cli.settings.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(startup::serve(cli.settings)),
+        Command::Token(args) => {
+            let user = UserId::parse(args.user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+            let cfg = startup::auth_config(&cli.settings)?;
+            let token = ugc_edge::auth::mint_hs256(
+                &cfg,
+                &user,
+                &args.roles,
+                Duration::from_secs(args.ttl_secs),
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,14 @@
+use tracing_subscriber::EnvFilter;
+
+/// Logs to stderr, as text for people or JSON lines for collectors.
+pub fn init(filter: &str, format: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
