@@ -10,6 +10,8 @@
 //! insert a no-op. Records that cannot be decoded go to the dead-letter table with the
 //! reason, in the same insert, so they never block the log.
 
+pub mod dedup;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +20,8 @@ use tokio::sync::watch;
 use ugc_log::{Batch, LogConsumer};
 use ugc_model::Envelope;
 use ugc_store::{DeadLetter, EventStore, LogPosition, StoreBatch, StoreError};
+
+use crate::dedup::RecentIds;
 
 #[derive(Clone, Debug)]
 pub struct LoaderConfig {
@@ -28,6 +32,10 @@ pub struct LoaderConfig {
     /// First and longest pause between retries while the store or log fails.
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// How many recent event ids the loader remembers to drop clients' retries.
+    pub dedup_ids: usize,
+    /// How far back the memory is re-read from the store at start.
+    pub dedup_window: Duration,
 }
 
 impl Default for LoaderConfig {
@@ -37,6 +45,8 @@ impl Default for LoaderConfig {
             batch_max_wait: Duration::from_millis(200),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
+            dedup_ids: 1_000_000,
+            dedup_window: Duration::from_secs(3600),
         }
     }
 }
@@ -47,6 +57,8 @@ pub struct LoaderStatus {
     pub rows_loaded: AtomicU64,
     pub batches_loaded: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Records dropped because their event id was already stored (client retries).
+    pub duplicates_dropped: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -92,6 +104,36 @@ impl Loader {
     /// re-delivered at the next start.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(&self.config);
+        let mut recent = RecentIds::new(self.config.dedup_ids);
+        loop {
+            match self
+                .store
+                .recent_event_ids(self.config.dedup_window, self.config.dedup_ids)
+                .await
+            {
+                Ok(ids) => {
+                    // Newest first from the store; remember oldest first so eviction order holds.
+                    for id in ids.into_iter().rev() {
+                        recent.insert(id);
+                    }
+                    tracing::info!(ids = recent.len(), "loader started");
+                    break;
+                }
+                Err(e) => {
+                    if self
+                        .failed(
+                            &format!("reading recent event ids: {e}"),
+                            &mut backoff,
+                            &mut shutdown,
+                        )
+                        .await
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        backoff.reset();
         while !*shutdown.borrow() {
             let polled = tokio::select! {
                 _ = shutdown.changed() => break,
@@ -106,7 +148,10 @@ impl Loader {
                     continue;
                 }
             };
-            let store_batch = decode(&batch);
+            let mut store_batch = decode(&batch);
+            let before = store_batch.events.len();
+            drop_seen(&mut store_batch, &recent);
+            let duplicates = before - store_batch.events.len();
             // Insert, then commit, each retried until it succeeds or we shut down.
             while !self.load(&store_batch).await {
                 if self.wait(&mut backoff, &mut shutdown).await {
@@ -124,8 +169,14 @@ impl Loader {
                     }
                 }
             }
+            for (_, e) in &store_batch.events {
+                recent.insert(e.event_id);
+            }
             backoff.reset();
             self.status.set_error(None);
+            self.status
+                .duplicates_dropped
+                .fetch_add(duplicates as u64, Ordering::Relaxed);
             self.status
                 .rows_loaded
                 .fetch_add(store_batch.events.len() as u64, Ordering::Relaxed);
@@ -235,6 +286,16 @@ fn decode(batch: &Batch) -> StoreBatch {
         }
     }
     out
+}
+
+/// Drops events whose id is already stored, or earlier in the same batch. The result
+/// depends only on the batch and what the store held, so a retry after a crash either
+/// builds the same block (dropped by its token) or leaves out what already landed.
+fn drop_seen(batch: &mut StoreBatch, recent: &RecentIds) {
+    let mut in_batch = std::collections::HashSet::with_capacity(batch.events.len());
+    batch
+        .events
+        .retain(|(_, e)| !recent.contains(&e.event_id) && in_batch.insert(e.event_id));
 }
 
 /// Exponential backoff with jitter, so restarted loaders do not retry in lockstep.

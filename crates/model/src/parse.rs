@@ -33,6 +33,9 @@ impl FieldError {
 #[derive(Clone, Debug, PartialEq)]
 pub struct IncomingEvent {
     pub event_id: Option<EventId>,
+    /// A `user_id` the client put in the body. Never trusted: the token names the user;
+    /// the edge records a differing claim for audit.
+    pub claimed_user: Option<String>,
     pub occurred_at: Option<Timestamp>,
     pub context: Context,
     pub event: Event,
@@ -46,7 +49,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "page_view",
     "custom",
 ];
-const COMMON_FIELDS: &[&str] = &["type", "event_id", "occurred_at", "context"];
+const COMMON_FIELDS: &[&str] = &["type", "event_id", "occurred_at", "context", "user_id"];
 
 /// Validates one event object. On failure, returns every bad field.
 pub fn parse_event(value: &Value) -> Result<IncomingEvent, Vec<FieldError>> {
@@ -60,6 +63,11 @@ pub fn parse_event(value: &Value) -> Result<IncomingEvent, Vec<FieldError>> {
     let event_id = f.opt::<EventId>("event_id");
     let occurred_at = f.opt::<Timestamp>("occurred_at");
     let context = f.opt_with("context", parse_context);
+    let claimed_user = obj.get("user_id").and_then(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    });
 
     let event = match obj.get("type") {
         None => {
@@ -82,6 +90,7 @@ pub fn parse_event(value: &Value) -> Result<IncomingEvent, Vec<FieldError>> {
     match event {
         Some(event) => Ok(IncomingEvent {
             event_id: event_id.flatten(),
+            claimed_user,
             occurred_at: occurred_at.flatten(),
             context: context.flatten().unwrap_or_default(),
             event,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use ugc_chdb::{Connection, Library};
-use ugc_model::{FilmId, UserId};
+use ugc_model::{EventId, FilmId, UserId};
 
 use crate::sql::{self, DeadLetterRow, EventRow, ProgressOut, ProgressRow};
 use crate::{Column, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError};
@@ -225,6 +225,21 @@ impl EventStore for ChdbStore {
                 e => e,
             })?;
         parse_json_format(&out, limits.max_rows)
+    }
+
+    async fn recent_event_ids(
+        &self,
+        window: Duration,
+        limit: usize,
+    ) -> Result<Vec<EventId>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            id: uuid::Uuid,
+        }
+        let rows: Vec<Row> = self
+            .rows(sql::recent_event_ids(window.as_secs(), limit))
+            .await?;
+        Ok(rows.into_iter().map(|r| EventId::from(r.id)).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
-use ugc_model::{Envelope, FilmId, Timestamp, UserId};
+use ugc_model::{Envelope, EventId, FilmId, Timestamp, UserId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -110,6 +110,14 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Runs one read-only `SELECT` for an analyst, bounded by `limits`.
     async fn select(&self, sql: &str, limits: QueryLimits) -> Result<QueryRows, StoreError>;
+
+    /// Ids of the events that arrived within the last `window`, newest first, at most
+    /// `limit`: what the loader needs to recognise a client's retry after a restart.
+    async fn recent_event_ids(
+        &self,
+        window: Duration,
+        limit: usize,
+    ) -> Result<Vec<EventId>, StoreError>;
 
     /// Is the store usable right now?
     async fn ping(&self) -> Result<(), StoreError>;

@@ -297,6 +297,13 @@ pub fn analyst_select(sql: &str, max_rows: u64) -> String {
     )
 }
 
+pub fn recent_event_ids(window_secs: u64, limit: usize) -> String {
+    format!(
+        "SELECT toString(event_id) AS id FROM ugc.events WHERE received_at >= now() - {window_secs} \
+         ORDER BY received_at DESC LIMIT {limit}"
+    )
+}
+
 pub const PING: &str = "SELECT 1";
 
 #[cfg(test)]

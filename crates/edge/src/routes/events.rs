@@ -62,6 +62,15 @@ pub fn enrich(
     ip: Option<IpAddr>,
     now: Timestamp,
 ) -> Envelope {
+    let mut context = incoming.context;
+    if let Some(claimed) = incoming
+        .claimed_user
+        .filter(|c| Some(c.as_str()) != user.map(UserId::as_str))
+    {
+        context
+            .extra
+            .insert("claimed_user_id".into(), Value::String(claimed));
+    }
     Envelope {
         v: ENVELOPE_VERSION,
         event_id: incoming.event_id.unwrap_or_else(EventId::new_v7),
@@ -69,7 +78,7 @@ pub fn enrich(
         received_at: now,
         occurred_at: incoming.occurred_at.unwrap_or(now),
         client_ip: ip,
-        context: incoming.context,
+        context,
         event: incoming.event,
     }
 }

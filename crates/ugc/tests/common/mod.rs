@@ -1,0 +1,227 @@
+//! Harness for black-box tests: runs the real `ugc` binary as a child process on a free
+//! port with its own data directory, and talks to it over HTTP only.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "black-box-test-secret-0123456789";
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    port: u16,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+impl Server {
+    /// Starts `ugc` all-in-one with the test secret plus `args`, and waits until ready.
+    pub async fn start(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut s = Server {
+            child: None,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        };
+        s.spawn().await;
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("ugc.log")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ugc"));
+        c.env_clear()
+            .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--jwt-secret")
+            .arg(SECRET);
+        for var in ["UGC_CHDB_LIB", "UGC_CACHE_DIR"] {
+            if let Some(v) = std::env::var_os(var) {
+                c.env(var, v);
+            }
+        }
+        c
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = self
+            .command()
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start the ugc binary");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "ugc exited during start-up ({status}); its log:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ugc not ready within 90 s; its log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// kill -9: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    /// A token minted by `ugc token` against this server's configuration.
+    pub fn token(&self, user: &str, roles: &[&str]) -> String {
+        let mut c = self.command();
+        c.args(["token", "--user", user]);
+        for r in roles {
+            c.args(["--role", r]);
+        }
+        let out = c.output().expect("ugc token");
+        assert!(
+            out.status.success(),
+            "ugc token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request failed");
+        read(r).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request failed");
+        read(r).await
+    }
+
+    /// Runs analyst SQL with an admin token; panics on anything but 200.
+    pub async fn sql(&self, sql: &str) -> Vec<Value> {
+        let admin = self.token("analyst-in-tests", &["admin"]);
+        let (status, body) = self
+            .post("/api/v1/query", &admin, &json!({ "sql": sql }))
+            .await;
+        assert_eq!(status, 200, "query failed: {body}");
+        body["rows"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Polls `sql` until its first row's first value equals `want`, or fails at the deadline.
+    pub async fn wait_for(&self, sql: &str, want: Value, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let rows = self.sql(sql).await;
+            let got = rows
+                .first()
+                .and_then(|r| r.as_object())
+                .and_then(|o| o.values().next())
+                .cloned();
+            if got.as_ref() == Some(&want) {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{sql}` gave {rows:?}, wanted {want} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub async fn read(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub fn new_user() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
