@@ -184,13 +184,18 @@ impl Verifier {
         v.leeway = self.leeway;
         v.validate_exp = true;
         v.validate_nbf = true;
+        // A configured issuer or audience must be *present*, not merely right when present.
         v.required_spec_claims = HashSet::from(["exp".to_owned()]);
         match &self.audience {
-            Some(aud) => v.set_audience(&[aud]),
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                v.required_spec_claims.insert("aud".to_owned());
+            }
             None => v.validate_aud = false,
         }
         if let Some(iss) = &self.issuer {
             v.set_issuer(&[iss]);
+            v.required_spec_claims.insert("iss".to_owned());
         }
         v
     }

@@ -112,38 +112,71 @@ impl QueryService {
     }
 }
 
+/// Admits one SELECT without a SETTINGS clause. The engine's read-only session is the
+/// real guard, but a query-level `SETTINGS readonly = 0` lifts it in the embedded engine
+/// (seen with chDB 26.5), so settings are refused here: analysts get fixed limits.
 fn check_select(sql: &str) -> Result<(), QueryError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(QueryError::InvalidSql(format!(
             "statement is longer than {MAX_SQL_BYTES} bytes"
         )));
     }
-    let body = strip_leading_comments(sql);
-    let keyword: String = body
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect::<String>()
-        .to_ascii_uppercase();
-    match keyword.as_str() {
-        "SELECT" | "WITH" => Ok(()),
-        "" => Err(QueryError::InvalidSql("empty statement".into())),
-        k => Err(QueryError::InvalidSql(format!(
-            "only SELECT statements may run here, not {k}"
-        ))),
-    }
-}
-
-fn strip_leading_comments(mut s: &str) -> &str {
-    loop {
-        s = s.trim_start();
-        if let Some(rest) = s.strip_prefix("--") {
-            s = rest.split_once('\n').map_or("", |(_, r)| r);
-        } else if let Some(rest) = s.strip_prefix("/*") {
-            s = rest.split_once("*/").map_or("", |(_, r)| r);
-        } else {
-            return s;
+    let words = bare_words(sql);
+    match words.first().map(|w| w.to_ascii_uppercase()).as_deref() {
+        Some("SELECT" | "WITH") => {}
+        None => return Err(QueryError::InvalidSql("empty statement".into())),
+        Some(k) => {
+            return Err(QueryError::InvalidSql(format!(
+                "only SELECT statements may run here, not {k}"
+            )));
         }
     }
+    if words.iter().any(|w| w.eq_ignore_ascii_case("SETTINGS")) {
+        return Err(QueryError::InvalidSql(
+            "SETTINGS clauses are not allowed: analysts' queries run with fixed limits".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The unquoted words of a statement: string literals, quoted identifiers and comments
+/// are skipped, so `'SETTINGS'` in a string or `` `settings` `` as a column is no keyword.
+fn bare_words(sql: &str) -> Vec<&str> {
+    let b = sql.as_bytes();
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 2;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                words.push(&sql[start..i]);
+            }
+            _ => i += 1,
+        }
+    }
+    words
 }
 
 #[cfg(test)]
@@ -157,5 +190,13 @@ mod tests {
         assert!(check_select("DROP TABLE ugc.events").is_err());
         assert!(check_select("insert into x values (1)").is_err());
         assert!(check_select("   ").is_err());
+    }
+
+    #[test]
+    fn settings_clauses_are_refused_but_the_word_in_strings_is_not() {
+        assert!(check_select("SELECT 1 SETTINGS readonly = 0").is_err());
+        assert!(check_select("select * from (select 1 settings max_threads=1)").is_err());
+        assert!(check_select("SELECT 'SETTINGS' AS s, `settings` FROM t -- settings").is_ok());
+        assert!(check_select("SELECT 'it\\'s SETTINGS' /* SETTINGS */").is_ok());
     }
 }

@@ -18,6 +18,8 @@ pub struct Server {
     port: u16,
     dir: tempfile::TempDir,
     args: Vec<String>,
+    /// Whether the server gets the test HS256 secret (servers testing public keys do not).
+    with_secret: bool,
     pub http: reqwest::Client,
 }
 
@@ -31,6 +33,15 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts `ugc` all-in-one with the test secret plus `args`, and waits until ready.
     pub async fn start(args: &[&str]) -> Server {
+        Self::start_with(args, true).await
+    }
+
+    /// Starts `ugc` with only the keys that `args` configure.
+    pub async fn start_without_secret(args: &[&str]) -> Server {
+        Self::start_with(args, false).await
+    }
+
+    async fn start_with(args: &[&str], with_secret: bool) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mut s = Server {
@@ -39,6 +50,7 @@ impl Server {
             port,
             dir,
             args: args.iter().map(|a| a.to_string()).collect(),
+            with_secret,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -62,9 +74,10 @@ impl Server {
             .env("HOME", std::env::var_os("HOME").unwrap_or_default())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .arg("--data-dir")
-            .arg(self.data_dir())
-            .arg("--jwt-secret")
-            .arg(SECRET);
+            .arg(self.data_dir());
+        if self.with_secret {
+            c.arg("--jwt-secret").arg(SECRET);
+        }
         for var in ["UGC_CHDB_LIB", "UGC_CACHE_DIR"] {
             if let Some(v) = std::env::var_os(var) {
                 c.env(var, v);
