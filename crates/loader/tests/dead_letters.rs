@@ -1,0 +1,132 @@
+//! The loader against the real embedded log and the real chDB store: a record that
+//! cannot be decoded lands in the dead-letter table with its reason, and the events
+//! around it still load.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use ugc_loader::{Loader, LoaderConfig};
+use ugc_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use ugc_log::{LogProducer, OutRecord};
+use ugc_model::{ENVELOPE_VERSION, Envelope, EventId, Timestamp, UserId, parse_event};
+use ugc_store::chdb::{ChdbConfig, ChdbStore};
+use ugc_store::{EventStore, QueryLimits};
+
+fn envelope(user: &UserId) -> Envelope {
+    let incoming = parse_event(
+        &serde_json::json!({"type":"full_view","film_id":"1ec4cd73-2fd5-4f25-af68-b6595d279af2"}),
+    )
+    .unwrap();
+    Envelope {
+        v: ENVELOPE_VERSION,
+        event_id: EventId::new_v7(),
+        user_id: Some(user.clone()),
+        received_at: Timestamp::now(),
+        occurred_at: Timestamp::now(),
+        client_ip: None,
+        context: incoming.context,
+        event: incoming.event,
+    }
+}
+
+async fn scalar(store: &ChdbStore, sql: &str) -> serde_json::Value {
+    let limits = QueryLimits {
+        max_rows: 10,
+        max_time: Duration::from_secs(10),
+    };
+    let rows = store.select(sql, limits).await.expect(sql);
+    rows.rows
+        .first()
+        .and_then(|r| r.values().next().cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_record_goes_to_dead_letters_and_the_rest_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = std::env::var_os("UGC_CHDB_LIB")
+        .map(Into::into)
+        .unwrap_or_else(ugc_chdb::default_library_path);
+    assert!(
+        library.exists(),
+        "libchdb.so not found at {}: run scripts/fetch-chdb",
+        library.display()
+    );
+    let store = ChdbStore::open(&ChdbConfig {
+        library,
+        data_dir: dir.path().join("chdb"),
+        engine_args: vec![],
+        analyst_max_time: Duration::from_secs(10),
+    })
+    .unwrap();
+    store.migrate().await.unwrap();
+    let log =
+        EmbeddedLog::open(&dir.path().join("log.redb"), EmbeddedLogConfig::default()).unwrap();
+
+    let user = UserId::parse("dead-letter-test").unwrap();
+    let record = |payload: Vec<u8>| OutRecord { key: None, payload };
+    let producer = log.producer();
+    producer
+        .append(vec![record(envelope(&user).encode())])
+        .await
+        .unwrap();
+    producer
+        .append(vec![
+            record(b"{\"not\": \"an envelope\"".to_vec()),
+            record(envelope(&user).encode()),
+        ])
+        .await
+        .unwrap();
+
+    let (stop, stopped) = watch::channel(false);
+    let loader = Loader::new(
+        Box::new(log.consumer()),
+        Arc::new(store.clone()),
+        LoaderConfig::default(),
+    );
+    let status = loader.status();
+    let task = tokio::spawn(loader.run(stopped));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scalar(
+        &store,
+        "SELECT count() FROM ugc.events WHERE user_id = 'dead-letter-test'",
+    )
+    .await
+        != 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the two good events did not load"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        scalar(&store, "SELECT count() FROM ugc.dead_letters").await,
+        1
+    );
+    assert_eq!(
+        scalar(&store, "SELECT log_offset FROM ugc.dead_letters").await,
+        1,
+        "the dead letter keeps its log position"
+    );
+    let reason = scalar(&store, "SELECT reason FROM ugc.dead_letters").await;
+    assert!(
+        reason.as_str().is_some_and(|r| r.contains("EOF")),
+        "the reason says why: {reason}"
+    );
+    assert_eq!(
+        scalar(&store, "SELECT payload FROM ugc.dead_letters").await,
+        "{\"not\": \"an envelope\""
+    );
+    assert_eq!(
+        status
+            .dead_letters
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
