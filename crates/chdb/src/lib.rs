@@ -459,22 +459,6 @@ impl Drop for ResultGuard {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Error;
-
-    #[test]
-    fn parses_clickhouse_error_codes() {
-        let e = Error::Query("Code: 62. DB::Exception: Syntax error: failed at position 1".into());
-        assert_eq!(e.code(), Some(62));
-        let e = Error::Query("Error: Code: 60. DB::Exception: Unknown table".into());
-        assert_eq!(e.code(), Some(60));
-        assert_eq!(Error::Query("no code here".into()).code(), None);
-        assert_eq!(Error::Query("Code: abc.".into()).code(), None);
-        assert_eq!(Error::Connect("x".into()).code(), None);
-    }
-}
-
 /// The chDB release the product is built and tested against; `scripts/fetch-chdb`
 /// installs the same one.
 pub const CHDB_VERSION: &str = "26.5.3";
@@ -491,4 +475,20 @@ pub fn default_library_path() -> PathBuf {
             home.join(".cache/ugc")
         });
     cache.join("chdb").join(CHDB_VERSION).join("libchdb.so")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn parses_clickhouse_error_codes() {
+        let e = Error::Query("Code: 62. DB::Exception: Syntax error: failed at position 1".into());
+        assert_eq!(e.code(), Some(62));
+        let e = Error::Query("Error: Code: 60. DB::Exception: Unknown table".into());
+        assert_eq!(e.code(), Some(60));
+        assert_eq!(Error::Query("no code here".into()).code(), None);
+        assert_eq!(Error::Query("Code: abc.".into()).code(), None);
+        assert_eq!(Error::Connect("x".into()).code(), None);
+    }
 }

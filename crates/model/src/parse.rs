@@ -275,11 +275,9 @@ impl<'a> Fields<'a> {
 
     fn opt_label(&mut self, name: &str, max: usize) -> Option<Option<String>> {
         let s = self.opt::<String>(name)?;
-        if let Some(s) = &s {
-            if s.len() > max {
-                self.error(name, format!("must be at most {max} bytes"));
-                return None;
-            }
+        if s.as_ref().is_some_and(|s| s.len() > max) {
+            self.error(name, format!("must be at most {max} bytes"));
+            return None;
         }
         Some(s)
     }

@@ -118,10 +118,9 @@ impl Server {
                     self.log()
                 );
             }
-            if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
+            let ready = self.http.get(format!("{}/readyz", self.base)).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
