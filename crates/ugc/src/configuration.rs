@@ -101,6 +101,7 @@ pub struct Settings {
         long,
         env = "UGC_TRUSTED_PROXIES",
         value_delimiter = ',',
+        value_parser = parse_net,
         global = true
     )]
     pub trusted_proxies: Vec<IpNet>,
@@ -217,18 +218,26 @@ impl Settings {
     }
 }
 
+/// A CIDR, or a single address as its /32 or /128.
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{s}` is neither an IP address nor a CIDR"))
+}
+
 /// Parses the command line, then fills whatever flags and environment left at its
 /// default from the `--config` file, by re-parsing with the file's values as flags.
 pub fn parse() -> anyhow::Result<Cli> {
-    parse_from(std::env::args_os().collect())
+    parse_from(std::env::args_os().collect()).map_err(|e| match e.downcast::<clap::Error>() {
+        // --help, --version and usage errors print and exit the way clap does.
+        Ok(clap_error) => clap_error.exit(),
+        Err(e) => e,
+    })
 }
 
 pub fn parse_from(args: Vec<OsString>) -> anyhow::Result<Cli> {
     let cmd = Cli::command();
-    let matches = cmd
-        .clone()
-        .try_get_matches_from(&args)
-        .unwrap_or_else(|e| e.exit());
+    let matches = cmd.clone().try_get_matches_from(&args)?;
     let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
         return Ok(Cli::from_arg_matches(&matches)?);
     };
@@ -248,7 +257,7 @@ pub fn parse_from(args: Vec<OsString>) -> anyhow::Result<Cli> {
             args.push(format!("--{}={value}", id.replace('_', "-")).into());
         }
     }
-    let matches = cmd.try_get_matches_from(&args).unwrap_or_else(|e| e.exit());
+    let matches = cmd.try_get_matches_from(&args)?;
     Ok(Cli::from_arg_matches(&matches)?)
 }
 

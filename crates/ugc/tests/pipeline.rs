@@ -289,3 +289,64 @@ async fn a_client_event_id_is_kept_and_a_retry_is_stored_once() {
         .await;
     assert_eq!(rows[0]["n"], 1, "three posts of one event id are one row");
 }
+
+#[tokio::test]
+async fn with_no_key_configured_the_server_and_ugc_token_share_a_generated_secret() {
+    let server = Server::start_without_secret(&[]).await;
+    assert!(
+        server.data_dir().join("jwt-secret").exists(),
+        "the secret is generated into the data directory"
+    );
+    assert!(
+        server.log().contains("NO JWT KEY CONFIGURED"),
+        "and the server says so loudly"
+    );
+    let token = server.token(&new_user(), &[]);
+    let (status, body) = server
+        .post(
+            "/api/v1/events",
+            &token,
+            &json!({"type":"full_view","film_id":FILM_A}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_interactive_docs_are_served() {
+    let server = Server::start(&[]).await;
+    let doc: Value = server
+        .http
+        .get(format!("{}/openapi.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/events",
+        "/api/v1/events/batch",
+        "/api/v1/films/{film_id}/progress",
+        "/api/v1/progress",
+        "/api/v1/query",
+        "/readyz",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    assert!(
+        doc["components"]["schemas"]["Event"].is_object(),
+        "the event catalogue is documented"
+    );
+    let docs = server
+        .http
+        .get(format!("{}/docs", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(
+        docs.text().await.unwrap().contains("openapi"),
+        "the docs page loads the document"
+    );
+}
