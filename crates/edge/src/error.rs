@@ -23,6 +23,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{what} is larger than the limit of {limit}")]
     TooLarge { what: &'static str, limit: String },
     #[error("unsupported content type {0:?}: send application/json")]
@@ -65,6 +67,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

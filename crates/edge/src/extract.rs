@@ -26,7 +26,22 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-fn token_from(headers: &HeaderMap) -> Option<&str> {
+/// The caller if a token was sent; an invalid token is still a 401. For the routes
+/// that may accept anonymous events.
+pub struct MaybePrincipal(pub Option<Principal>);
+
+impl FromRequestParts<AppState> for MaybePrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match token_from(&parts.headers) {
+            None => Ok(MaybePrincipal(None)),
+            Some(token) => Ok(MaybePrincipal(Some(state.verifier().verify(token)?))),
+        }
+    }
+}
+
+pub(crate) fn token_from(headers: &HeaderMap) -> Option<&str> {
     if let Some(auth) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, token) = auth.trim().split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());

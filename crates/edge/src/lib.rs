@@ -2,6 +2,7 @@
 //! adds (enrichment), and the routes of ingest, progress and analytics.
 
 pub mod auth;
+pub mod compat;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -11,7 +12,6 @@ pub mod state;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable};
 
 pub use state::{AppState, EdgeConfig};
@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::routes::{events, health, queries};
 
 pub fn router(state: AppState) -> Router {
-    let doc = openapi::ApiDoc::openapi();
+    let doc = openapi::document(&state.config().compat);
     Router::new()
         .route("/api/v1/events", post(events::post_event))
         .route("/api/v1/events/batch", post(events::post_batch))
@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/query", post(queries::analyst_sql))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .merge(compat::router(&state.config().compat))
         .route(
             "/openapi.json",
             get({

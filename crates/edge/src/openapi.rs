@@ -5,6 +5,7 @@ use ugc_model::{Context, Event, EventId, Timestamp};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use crate::compat::{self, CompatConfig, Seed};
 use crate::routes::{events, health, queries};
 
 /// An event as a client sends it: the event's own fields (selected by `type`) plus the
@@ -28,6 +29,11 @@ pub struct EventRequest {
         events::post_event, events::post_batch,
         queries::film_progress, queries::continue_watching, queries::analyst_sql,
         health::healthz, health::readyz,
+        compat::seed000::send_to_broker,
+        compat::seed001::send_get, compat::seed001::send_post,
+        compat::seed002::produce, compat::seed002::batch_produce,
+        compat::seed003::pause, compat::seed003::full_view, compat::seed003::quality_change,
+        compat::seed004::post_progress,
     ),
     modifiers(&Security),
     tags(
@@ -35,9 +41,32 @@ pub struct EventRequest {
         (name = "progress", description = "Where the viewer stopped"),
         (name = "analytics", description = "Read-only SQL over every event"),
         (name = "operations", description = "Health and readiness"),
+        (name = "compat: seed 000", description = "As the seed 000 service answered: `send_to_broker/{event_type}`, token in the `access_token_cookie` cookie"),
+        (name = "compat: seed 001", description = "As the seed 001 service answered: data in the query string, token in the `access_token` cookie"),
+        (name = "compat: seed 002", description = "As the seed 002 service answered: `produce` and `batch_produce`; 201 on success"),
+        (name = "compat: seed 003", description = "As the seed 003 player expected; tokenless events only with UGC_COMPAT_ANONYMOUS=true"),
+        (name = "compat: seed 004", description = "As the seed 004 service answered: position reports, 200 with a null body, 403 without the header"),
     )
 )]
 pub struct ApiDoc;
+
+/// The document of the routes this instance serves: disabled seeds' routes are left out.
+pub fn document(compat: &CompatConfig) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    let disabled: Vec<String> = Seed::ALL
+        .iter()
+        .filter(|s| !compat.seeds.contains(s))
+        .map(|s| format!("compat: seed {}", s.as_str()))
+        .collect();
+    doc.paths.paths.retain(|_, item| {
+        let tags = [&item.get, &item.post]
+            .into_iter()
+            .flatten()
+            .flat_map(|op| op.tags.iter().flatten());
+        !tags.into_iter().any(|t| disabled.contains(t))
+    });
+    doc
+}
 
 struct Security;
 

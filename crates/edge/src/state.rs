@@ -5,6 +5,7 @@ use ugc_log::LogProducer;
 use ugc_query::QueryService;
 
 use crate::auth::Verifier;
+use crate::compat::CompatConfig;
 
 /// Limits and policies of the edge.
 #[derive(Clone, Debug)]
@@ -15,6 +16,8 @@ pub struct EdgeConfig {
     pub max_batch: usize,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Which seed services' routes are served, and whether their anonymous events are.
+    pub compat: CompatConfig,
 }
 
 impl Default for EdgeConfig {
@@ -23,6 +26,7 @@ impl Default for EdgeConfig {
             max_body_bytes: 1024 * 1024,
             max_batch: 1000,
             trusted_proxies: vec![],
+            compat: CompatConfig::default(),
         }
     }
 }

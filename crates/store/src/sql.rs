@@ -208,7 +208,8 @@ impl<'a> ProgressRow<'a> {
     /// The progress row an event implies, if it says anything about where the viewer is.
     pub fn from_event(e: &'a Envelope) -> Option<Self> {
         let user = e.user_id.as_ref()?;
-        let film_id = e.event.film_id()?;
+        // The nil film is "film unknown" (seed 003's player sends none): nothing to resume.
+        let film_id = e.event.film_id().filter(|f| !f.as_uuid().is_nil())?;
         let finished = matches!(e.event, Event::FullView { .. });
         let position = e.event.position();
         if !finished && position.is_none() {

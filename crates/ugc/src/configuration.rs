@@ -195,6 +195,15 @@ pub struct Settings {
     )]
     pub progress_page_max: u32,
 
+    /// Seed-compatible routes to serve: `all`, `none`, or a list such as `000,004`.
+    #[arg(long, env = "UGC_COMPAT", default_value = "all", global = true)]
+    pub compat: ugc_edge::compat::Seeds,
+
+    /// Accept tokenless events on seed 003's player routes (its player sends no token).
+    /// Such events carry no user.
+    #[arg(long, env = "UGC_COMPAT_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub compat_anonymous: bool,
+
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `ugc=debug,info`.
     #[arg(long, env = "UGC_LOG", default_value = "info", global = true)]
     pub log: String,

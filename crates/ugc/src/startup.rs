@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use tokio::sync::watch;
 use ugc_edge::auth::{AuthConfig, Verifier, read_key_file};
+use ugc_edge::compat::CompatConfig;
 use ugc_edge::{AppState, EdgeConfig};
 use ugc_loader::{Loader, LoaderConfig};
 use ugc_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
@@ -125,6 +126,10 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
             max_body_bytes: s.max_body_bytes,
             max_batch: s.max_batch,
             trusted_proxies: s.trusted_proxies.clone(),
+            compat: CompatConfig {
+                seeds: s.compat.0.clone(),
+                anonymous: s.compat_anonymous,
+            },
         },
     );
     let listener = tokio::net::TcpListener::bind(s.listen)
