@@ -14,6 +14,7 @@ use super::{Canonical, Seed, claimed, custom, ingest, instant, invalid};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ClientIp, JsonBody};
+use crate::routes::events::check_batch_size;
 use crate::state::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -94,16 +95,7 @@ pub async fn batch_produce(
     let Value::Array(items) = body else {
         return Err(invalid("", "expected a list of events"));
     };
-    let max = state.config().max_batch;
-    if items.len() > max {
-        return Err(ApiError::TooLarge {
-            what: "the batch",
-            limit: format!("{max} events"),
-        });
-    }
-    if items.is_empty() {
-        return Err(invalid("", "the batch is empty"));
-    }
+    check_batch_size(&state, items.len(), "")?;
     let mut events = Vec::with_capacity(items.len());
     let mut claimed_user = None;
     for (i, item) in items.iter().enumerate() {

@@ -55,6 +55,25 @@ pub struct BatchAccepted {
     pub results: Vec<BatchItem>,
 }
 
+/// A batch must hold between one and the configured maximum of events; `field` names
+/// the list in the route's own body shape.
+pub fn check_batch_size(state: &AppState, len: usize, field: &str) -> Result<(), ApiError> {
+    let max = state.config().max_batch;
+    if len > max {
+        return Err(ApiError::TooLarge {
+            what: "the batch",
+            limit: format!("{max} events"),
+        });
+    }
+    if len == 0 {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            field,
+            "the batch is empty",
+        )]));
+    }
+    Ok(())
+}
+
 /// Adds what only the server knows. The user always comes from the token.
 pub fn enrich(
     incoming: IncomingEvent,
@@ -163,19 +182,7 @@ pub async fn post_batch(
             )]));
         }
     };
-    let max = state.config().max_batch;
-    if items.len() > max {
-        return Err(ApiError::TooLarge {
-            what: "the batch",
-            limit: format!("{max} events"),
-        });
-    }
-    if items.is_empty() {
-        return Err(ApiError::Validation(vec![FieldError::new(
-            "events",
-            "the batch is empty",
-        )]));
-    }
+    check_batch_size(&state, items.len(), "events")?;
     let now = Timestamp::now();
     let mut results = Vec::with_capacity(items.len());
     let mut records = Vec::with_capacity(items.len());
