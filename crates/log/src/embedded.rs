@@ -215,74 +215,80 @@ struct Position {
     pending: Option<(u64, u64)>,
 }
 
-impl EmbeddedConsumer {
-    fn position(&self) -> Result<Position, LogError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let meta = txn.open_table(META).map_err(storage)?;
-        let get = |k| -> Result<Option<u64>, LogError> {
-            Ok(meta.get(k).map_err(storage)?.map(|v| v.value()))
-        };
-        let committed = get(COMMITTED)?.unwrap_or(0);
-        let pending = match (get(PENDING_START)?, get(PENDING_END)?) {
-            (Some(s), Some(e)) if s == committed && e > s => Some((s, e)),
-            _ => None,
-        };
-        Ok(Position { committed, pending })
-    }
+/// Runs redb work (reads of up to a batch of records, fsync'd commits) on the blocking
+/// pool, so the loader never stalls the runtime threads that serve HTTP.
+async fn blocking<T: Send + 'static>(
+    db: &Arc<Database>,
+    f: impl FnOnce(&Database) -> Result<T, LogError> + Send + 'static,
+) -> Result<T, LogError> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || f(&db))
+        .await
+        .map_err(|e| LogError::Unavailable(format!("log task failed: {e}")))?
+}
 
-    fn read_range(&self, start: u64, end: u64) -> Result<Vec<LogRecord>, LogError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(RECORDS).map_err(storage)?;
-        let mut out = Vec::with_capacity((end - start) as usize);
-        for entry in table.range(start..end).map_err(storage)? {
-            let (k, v) = entry.map_err(storage)?;
-            out.push(LogRecord {
-                partition: 0,
-                offset: k.value(),
-                payload: v.value().to_vec(),
-            });
-        }
-        Ok(out)
-    }
+fn position(db: &Database) -> Result<Position, LogError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let meta = txn.open_table(META).map_err(storage)?;
+    let get = |k| -> Result<Option<u64>, LogError> {
+        Ok(meta.get(k).map_err(storage)?.map(|v| v.value()))
+    };
+    let committed = get(COMMITTED)?.unwrap_or(0);
+    let pending = match (get(PENDING_START)?, get(PENDING_END)?) {
+        (Some(s), Some(e)) if s == committed && e > s => Some((s, e)),
+        _ => None,
+    };
+    Ok(Position { committed, pending })
+}
 
-    fn write_meta(
-        &self,
-        f: impl FnOnce(
-            &mut redb::Table<&str, u64>,
-            &mut redb::Table<u64, &[u8]>,
-        ) -> Result<(), redb::Error>,
-    ) -> Result<(), LogError> {
-        let db = self.db.clone();
-        let run = || -> Result<(), redb::Error> {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            {
-                let mut meta = txn.open_table(META)?;
-                let mut records = txn.open_table(RECORDS)?;
-                f(&mut meta, &mut records)?;
-            }
-            txn.commit()?;
-            Ok(())
-        };
-        run().map_err(storage)
-    }
-
-    fn batch(&self, start: u64, end: u64) -> Result<Batch, LogError> {
-        let records = self.read_range(start, end)?;
-        if records.len() as u64 != end - start {
-            return Err(LogError::Unavailable(format!(
-                "log range {start}..{end} holds {} records; it was reclaimed or is corrupt",
-                records.len()
-            )));
-        }
-        Ok(Batch {
-            token: format!("embedded:0:{start}-{end}"),
+fn read_range(db: &Database, start: u64, end: u64) -> Result<Vec<LogRecord>, LogError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(RECORDS).map_err(storage)?;
+    let mut out = Vec::with_capacity((end - start) as usize);
+    for entry in table.range(start..end).map_err(storage)? {
+        let (k, v) = entry.map_err(storage)?;
+        out.push(LogRecord {
             partition: 0,
-            start,
-            end,
-            records,
-        })
+            offset: k.value(),
+            payload: v.value().to_vec(),
+        });
     }
+    Ok(out)
+}
+
+fn write_meta(
+    db: &Database,
+    f: impl FnOnce(&mut redb::Table<&str, u64>, &mut redb::Table<u64, &[u8]>) -> Result<(), redb::Error>,
+) -> Result<(), LogError> {
+    let run = || -> Result<(), redb::Error> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut records = txn.open_table(RECORDS)?;
+            f(&mut meta, &mut records)?;
+        }
+        txn.commit()?;
+        Ok(())
+    };
+    run().map_err(storage)
+}
+
+fn batch(db: &Database, start: u64, end: u64) -> Result<Batch, LogError> {
+    let records = read_range(db, start, end)?;
+    if records.len() as u64 != end - start {
+        return Err(LogError::Unavailable(format!(
+            "log range {start}..{end} holds {} records; it was reclaimed or is corrupt",
+            records.len()
+        )));
+    }
+    Ok(Batch {
+        token: format!("embedded:0:{start}-{end}"),
+        partition: 0,
+        start,
+        end,
+        records,
+    })
 }
 
 #[async_trait]
@@ -293,10 +299,11 @@ impl LogConsumer for EmbeddedConsumer {
         max_wait: Duration,
     ) -> Result<Option<Batch>, LogError> {
         let max_records = max_records.max(1) as u64;
-        // redb calls are short and local; running them inline keeps the loader simple.
-        let pos = self.position()?;
+        let pos = blocking(&self.db, |db| position(db)).await?;
         if let Some((start, end)) = pos.pending {
-            return self.batch(start, end).map(Some);
+            return blocking(&self.db, move |db| batch(db, start, end))
+                .await
+                .map(Some);
         }
         let start = pos.committed;
         let deadline = Instant::now() + max_wait;
@@ -322,29 +329,36 @@ impl LogConsumer for EmbeddedConsumer {
             return Ok(None);
         }
         let end = head.min(start + max_records);
-        // Record the range before handing it out: a crash from here on replays exactly it.
-        self.write_meta(|meta, _| {
-            meta.insert(PENDING_START, start)?;
-            meta.insert(PENDING_END, end)?;
-            Ok(())
-        })?;
-        self.batch(start, end).map(Some)
+        blocking(&self.db, move |db| {
+            // Record the range before handing it out: a crash from here on replays exactly it.
+            write_meta(db, |meta, _| {
+                meta.insert(PENDING_START, start)?;
+                meta.insert(PENDING_END, end)?;
+                Ok(())
+            })?;
+            batch(db, start, end)
+        })
+        .await
+        .map(Some)
     }
 
     async fn commit(&mut self, batch: &Batch) -> Result<(), LogError> {
         let end = batch.end;
-        self.write_meta(|meta, records| {
-            meta.insert(COMMITTED, end)?;
-            meta.remove(PENDING_START)?;
-            meta.remove(PENDING_END)?;
-            // Reclaim: redb reuses the freed pages for new appends.
-            records.retain_in(..end, |_, _| false)?;
-            Ok(())
+        blocking(&self.db, move |db| {
+            write_meta(db, |meta, records| {
+                meta.insert(COMMITTED, end)?;
+                meta.remove(PENDING_START)?;
+                meta.remove(PENDING_END)?;
+                // Reclaim: redb reuses the freed pages for new appends.
+                records.retain_in(..end, |_, _| false)?;
+                Ok(())
+            })
         })
+        .await
     }
 
     async fn lag(&self) -> Result<u64, LogError> {
-        let committed = self.position()?.committed;
+        let committed = blocking(&self.db, |db| position(db)).await?.committed;
         Ok(self.head.borrow().saturating_sub(committed))
     }
 }
@@ -376,7 +390,7 @@ mod tests {
         c.commit(&b).await.unwrap();
         assert_eq!(c.lag().await.unwrap(), 1);
         assert!(
-            c.read_range(0, 2).unwrap().is_empty(),
+            read_range(&c.db, 0, 2).unwrap().is_empty(),
             "committed records are reclaimed"
         );
         let b = c
