@@ -8,7 +8,16 @@
 //!
 //! A crash between any two steps re-delivers the batch, and the token makes the second
 //! insert a no-op. Records that cannot be decoded go to the dead-letter table with the
-//! reason, in the same insert, so they never block the log.
+//! reason, in the same insert, so they never block the log (and, where the log has one,
+//! to its dead-letter topic first).
+//!
+//! In a consumer group a range can come back *cut differently*: the member that takes
+//! over a partition starts from the last commit and batches by its own clock, so the
+//! token differs. The log says when partitions moved here
+//! ([`LogConsumer::take_reassigned`]); the loader then re-reads the ids the store holds
+//! before loading, and drops those — the range's first owner only releases a partition
+//! after committing, or is dead for a whole session timeout, so what it stored is
+//! visible by then.
 
 pub mod dedup;
 
@@ -105,34 +114,13 @@ impl Loader {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(&self.config);
         let mut recent = RecentIds::new(self.config.dedup_ids);
-        loop {
-            match self
-                .store
-                .recent_event_ids(self.config.dedup_window, self.config.dedup_ids)
-                .await
-            {
-                Ok(ids) => {
-                    // Newest first from the store; remember oldest first so eviction order holds.
-                    for id in ids.into_iter().rev() {
-                        recent.insert(id);
-                    }
-                    tracing::info!(ids = recent.len(), "loader started");
-                    break;
-                }
-                Err(e) => {
-                    if self
-                        .failed(
-                            &format!("reading recent event ids: {e}"),
-                            &mut backoff,
-                            &mut shutdown,
-                        )
-                        .await
-                    {
-                        return;
-                    }
-                }
-            }
+        if self
+            .remember_stored(&mut recent, &mut backoff, &mut shutdown)
+            .await
+        {
+            return;
         }
+        tracing::info!(ids = recent.len(), "loader started");
         backoff.reset();
         while !*shutdown.borrow() {
             let polled = tokio::select! {
@@ -148,15 +136,49 @@ impl Loader {
                     continue;
                 }
             };
+            // Partitions that moved here may hold a range their previous owner stored
+            // but did not commit: learn what the store holds before loading it.
+            if self.consumer.take_reassigned() {
+                tracing::info!(token = %batch.token, "log partitions reassigned: re-reading stored event ids");
+                if self
+                    .remember_stored(&mut recent, &mut backoff, &mut shutdown)
+                    .await
+                {
+                    return;
+                }
+            }
             let mut store_batch = decode(&batch);
+            if !store_batch.dead_letters.is_empty() {
+                let rejected: Vec<(u64, String)> = store_batch
+                    .dead_letters
+                    .iter()
+                    .map(|d| (d.position.offset, d.reason.clone()))
+                    .collect();
+                while let Err(e) = self.consumer.dead_letters(&batch, &rejected).await {
+                    let msg = format!("log dead letters: {e}");
+                    if self.failed(&msg, &mut backoff, &mut shutdown).await {
+                        return;
+                    }
+                }
+            }
             let before = store_batch.events.len();
             drop_seen(&mut store_batch, &recent);
             let duplicates = before - store_batch.events.len();
-            // Insert, then commit, each retried until it succeeds or we shut down.
+            // Insert, then commit, each retried until it succeeds or we shut down. A batch
+            // the log has meanwhile given to another consumer is left to that one.
+            let mut abandoned = false;
             while !self.load(&store_batch).await {
                 if self.wait(&mut backoff, &mut shutdown).await {
                     return;
                 }
+                if !self.consumer.still_owns(&batch) {
+                    tracing::warn!(token = %batch.token, "the log gave this batch's range to another loader; dropping it uninserted");
+                    abandoned = true;
+                    break;
+                }
+            }
+            if abandoned {
+                continue;
             }
             loop {
                 match self.consumer.commit(&batch).await {
@@ -185,6 +207,37 @@ impl Loader {
                 .fetch_add(store_batch.dead_letters.len() as u64, Ordering::Relaxed);
             self.status.batches_loaded.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(token = %batch.token, rows = store_batch.events.len(), "batch loaded");
+        }
+    }
+
+    /// Adds the ids the store received within the dedup window to `recent`, retrying
+    /// until the store answers; true when shutting down instead.
+    async fn remember_stored(
+        &self,
+        recent: &mut RecentIds,
+        backoff: &mut Backoff,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        loop {
+            match self
+                .store
+                .recent_event_ids(self.config.dedup_window, self.config.dedup_ids)
+                .await
+            {
+                Ok(ids) => {
+                    // Newest first from the store; remember oldest first so eviction order holds.
+                    for id in ids.into_iter().rev() {
+                        recent.insert(id);
+                    }
+                    return false;
+                }
+                Err(e) => {
+                    let msg = format!("reading recent event ids: {e}");
+                    if self.failed(&msg, backoff, shutdown).await {
+                        return true;
+                    }
+                }
+            }
         }
     }
 

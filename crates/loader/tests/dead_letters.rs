@@ -65,7 +65,11 @@ async fn an_undecodable_record_goes_to_dead_letters_and_the_rest_loads() {
         EmbeddedLog::open(&dir.path().join("log.redb"), EmbeddedLogConfig::default()).unwrap();
 
     let user = UserId::parse("dead-letter-test").unwrap();
-    let record = |payload: Vec<u8>| OutRecord { key: None, payload };
+    let record = |payload: Vec<u8>| OutRecord {
+        key: None,
+        kind: "full_view",
+        payload,
+    };
     let producer = log.producer();
     producer
         .append(vec![record(envelope(&user).encode())])

@@ -26,6 +26,8 @@ const NEXT: &str = "next_offset";
 const COMMITTED: &str = "committed";
 const PENDING_START: &str = "pending_start";
 const PENDING_END: &str = "pending_end";
+/// redb's page cache (its default is 1 GiB).
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct EmbeddedLogConfig {
@@ -67,7 +69,13 @@ fn storage(e: impl std::fmt::Display) -> LogError {
 
 impl EmbeddedLog {
     pub fn open(path: &Path, config: EmbeddedLogConfig) -> Result<Self, LogError> {
-        let db = Database::create(path).map_err(storage)?;
+        // redb caches up to 1 GiB by default, and the log's pages are written once and
+        // read once soon after: a small cache keeps the process's memory flat under a
+        // large backlog, and the OS page cache still serves the reads.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(storage)?;
         // Create the tables up front so readers never see "table does not exist".
         let txn = db.begin_write().map_err(storage)?;
         let next = {
@@ -370,6 +378,7 @@ mod tests {
     fn rec(s: &str) -> OutRecord {
         OutRecord {
             key: Some(b"user".to_vec()),
+            kind: "custom",
             payload: s.as_bytes().to_vec(),
         }
     }

@@ -2,10 +2,11 @@
 //!
 //! Two traits make the seam: [`LogProducer`] (the edge appends; `Ok` means durable) and
 //! [`LogConsumer`] (the loader polls batches and commits them after the store has them).
-//! [`embedded`] fills them with a single-file redb log; the Kafka implementation fills
-//! the same traits with topics and a consumer group.
+//! [`embedded`] fills them with a single-file redb log; [`kafka`] fills the same traits
+//! with topics, an idempotent producer and a consumer group.
 
 pub mod embedded;
+pub mod kafka;
 
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ impl LogError {
 #[derive(Clone, Debug)]
 pub struct OutRecord {
     pub key: Option<Vec<u8>>,
+    /// The event type (`view_progress`, ...): a log with a topic per type routes by it.
+    pub kind: &'static str,
     pub payload: Vec<u8>,
 }
 
@@ -96,4 +99,29 @@ pub trait LogConsumer: Send + Sync + 'static {
 
     /// Records appended but not yet committed.
     async fn lag(&self) -> Result<u64, LogError>;
+
+    /// Copies records of `batch` that the loader could not decode — `(offset, reason)` —
+    /// to the log's own dead-letter destination, returning once they are durable there.
+    /// The embedded log has none (the store's dead-letter table is the only one).
+    async fn dead_letters(
+        &mut self,
+        _batch: &Batch,
+        _rejected: &[(u64, String)],
+    ) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    /// True once after this consumer was given partitions another consumer may have
+    /// loaded from: the loader then re-reads the stored event ids before loading, so a
+    /// range the previous owner stored but did not commit is not stored twice.
+    fn take_reassigned(&mut self) -> bool {
+        false
+    }
+
+    /// Whether `batch` is still this consumer's to load. False once the log may have
+    /// handed its range to another consumer (a lost group membership); the loader then
+    /// drops the batch uninserted and the new owner loads it.
+    fn still_owns(&self, _batch: &Batch) -> bool {
+        true
+    }
 }

@@ -11,5 +11,5 @@ pub use event::{
     Context, ENVELOPE_VERSION, Envelope, Event, EventName, FilmPosition, Page, Quality,
 };
 pub use ids::{EventId, FilmId, UserId};
-pub use parse::{FieldError, IncomingEvent, parse_event};
+pub use parse::{EVENT_TYPES, FieldError, IncomingEvent, parse_event};
 pub use timestamp::Timestamp;

@@ -15,7 +15,7 @@ use serde_json::Value;
 use ugc_chdb::{Connection, Library};
 use ugc_model::{EventId, FilmId, UserId};
 
-use crate::sql::{self, DeadLetterRow, EventRow, ProgressOut, ProgressRow};
+use crate::sql::{self, DeadLetterRow, EventRow, ProgressOut, ProgressRow, Schema};
 use crate::{Column, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError};
 
 /// ClickHouse error codes that mean "the statement is wrong", not "try again".
@@ -35,6 +35,7 @@ pub struct ChdbConfig {
 pub struct ChdbStore {
     conn: Arc<Mutex<Connection>>,
     analyst: Arc<Mutex<Connection>>,
+    schema: Schema,
 }
 
 impl ChdbStore {
@@ -47,7 +48,7 @@ impl ChdbStore {
         let unavailable = |e: ugc_chdb::Error| StoreError::Unavailable(e.to_string());
         let mut conn =
             Connection::open(&lib, &config.data_dir, &config.engine_args).map_err(unavailable)?;
-        conn.query(sql::CREATE_DATABASE, "TabSeparated")
+        conn.query(&sql::create_database(&Schema::embedded()), "TabSeparated")
             .map_err(unavailable)?;
         let mut analyst = Connection::open(&lib, &config.data_dir, &[]).map_err(unavailable)?;
         for stmt in sql::analyst_session(config.analyst_max_time.as_secs()) {
@@ -56,6 +57,7 @@ impl ChdbStore {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             analyst: Arc::new(Mutex::new(analyst)),
+            schema: Schema::embedded(),
         })
     }
 
@@ -109,7 +111,7 @@ impl ChdbStore {
         token: &str,
         rows: impl Iterator<Item = R>,
     ) -> Result<(), StoreError> {
-        let mut body = sql::insert_header(table, token).into_bytes();
+        let mut body = sql::insert_statement(&self.schema, table, token).into_bytes();
         let header_len = body.len();
         for row in rows {
             serde_json::to_writer(&mut body, &row)
@@ -128,16 +130,17 @@ impl ChdbStore {
 #[async_trait]
 impl EventStore for ChdbStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        self.run(sql::CREATE_DATABASE.into(), "TabSeparated")
-            .await?;
-        self.run(sql::CREATE_MIGRATIONS.into(), "TabSeparated")
-            .await?;
+        let s = &self.schema;
+        self.run(sql::create_database(s), "TabSeparated").await?;
+        for stmt in sql::create_migrations(s) {
+            self.run(stmt, "TabSeparated").await?;
+        }
         #[derive(serde::Deserialize)]
         struct Applied {
             version: u32,
         }
         let applied: Vec<u32> = self
-            .rows::<Applied>(sql::APPLIED_MIGRATIONS.into())
+            .rows::<Applied>(sql::applied_migrations(s))
             .await?
             .into_iter()
             .map(|a| a.version)
@@ -146,10 +149,11 @@ impl EventStore for ChdbStore {
             .iter()
             .filter(|m| !applied.contains(&m.version))
         {
-            for stmt in m.statements {
-                self.run((*stmt).into(), "TabSeparated").await?;
+            for stmt in (m.statements)(s) {
+                self.run(stmt, "TabSeparated").await?;
             }
-            self.run(sql::record_migration(m), "TabSeparated").await?;
+            self.run(sql::record_migration(s, m), "TabSeparated")
+                .await?;
             tracing::info!(
                 version = m.version,
                 name = m.name,
@@ -165,7 +169,10 @@ impl EventStore for ChdbStore {
         self.insert_rows(
             "events",
             &format!("{}:events", batch.token),
-            batch.events.iter().map(|(p, e)| EventRow::new(*p, e)),
+            batch
+                .events
+                .iter()
+                .map(|(p, e)| EventRow::for_dialect(&self.schema.dialect, *p, e)),
         )
         .await?;
         self.insert_rows(
@@ -174,7 +181,7 @@ impl EventStore for ChdbStore {
             batch
                 .events
                 .iter()
-                .filter_map(|(_, e)| ProgressRow::from_event(e)),
+                .filter_map(|(_, e)| ProgressRow::for_dialect(&self.schema.dialect, e)),
         )
         .await?;
         self.insert_rows(
@@ -195,7 +202,9 @@ impl EventStore for ChdbStore {
         user: &UserId,
         film: FilmId,
     ) -> Result<Option<Progress>, StoreError> {
-        let rows: Vec<ProgressOut> = self.rows(sql::film_progress(user, film)).await?;
+        let rows: Vec<ProgressOut> = self
+            .rows(sql::film_progress(&self.schema, user, film))
+            .await?;
         rows.into_iter()
             .next()
             .map(|r| r.into_progress().map_err(StoreError::Unavailable))
@@ -209,7 +218,7 @@ impl EventStore for ChdbStore {
         offset: u32,
     ) -> Result<Vec<Progress>, StoreError> {
         let rows: Vec<ProgressOut> = self
-            .rows(sql::continue_watching(user, limit, offset))
+            .rows(sql::continue_watching(&self.schema, user, limit, offset))
             .await?;
         rows.into_iter()
             .map(|r| r.into_progress().map_err(StoreError::Unavailable))
@@ -237,7 +246,7 @@ impl EventStore for ChdbStore {
             id: uuid::Uuid,
         }
         let rows: Vec<Row> = self
-            .rows(sql::recent_event_ids(window.as_secs(), limit))
+            .rows(sql::recent_event_ids(&self.schema, window.as_secs(), limit))
             .await?;
         Ok(rows.into_iter().map(|r| EventId::from(r.id)).collect())
     }

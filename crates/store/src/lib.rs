@@ -1,10 +1,11 @@
 //! The analytics store: where events end up and where every read comes from.
 //!
 //! [`EventStore`] is the seam. [`chdb::ChdbStore`] is the embedded implementation (the
-//! ClickHouse engine as a library); a ClickHouse server or cluster implements the same
-//! trait with the same SQL from [`sql`].
+//! ClickHouse engine as a library); [`clickhouse::ClickHouseStore`] is a ClickHouse
+//! server or cluster over HTTP. Both run the same SQL from [`sql`].
 
 pub mod chdb;
+pub mod clickhouse;
 pub mod sql;
 
 use std::time::Duration;

@@ -9,29 +9,201 @@ use crate::{LogPosition, Progress};
 
 pub const DATABASE: &str = "ugc";
 
+/// What a ClickHouse version can do, decided once from `SELECT version()`. The SQL is one
+/// set of statements; where a server lacks a feature, the statement is built differently
+/// here and nowhere else. The reference for "current" is the embedded engine (chDB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dialect {
+    pub version: (u32, u32),
+    /// `DateTime64(3)` (20.1+). Without it a time is `DateTime` plus a `<name>_ms`
+    /// column with the milliseconds.
+    pub datetime64: bool,
+    /// `LowCardinality` without an experimental flag (19.x+). 18.16 has it only behind
+    /// `allow_experimental_low_cardinality_type`: we use plain `String` there.
+    pub low_cardinality: bool,
+    /// `insert_deduplication_token` and `non_replicated_deduplication_window` (22.2+).
+    pub dedup_token: bool,
+    /// The `async_insert` setting (21.11+); chDB enables it by default.
+    pub async_insert: bool,
+    /// The Atomic database engine (20.5+).
+    pub atomic_database: bool,
+}
+
+impl Dialect {
+    /// The embedded engine (chDB 26.x) and any current server.
+    pub const CURRENT: Dialect = Dialect::from_parts(26, 5);
+
+    pub const fn from_parts(major: u32, minor: u32) -> Dialect {
+        const fn at_least(major: u32, minor: u32, m: u32, n: u32) -> bool {
+            major > m || (major == m && minor >= n)
+        }
+        Dialect {
+            version: (major, minor),
+            datetime64: at_least(major, minor, 20, 1),
+            low_cardinality: at_least(major, minor, 19, 1),
+            dedup_token: at_least(major, minor, 22, 2),
+            async_insert: at_least(major, minor, 21, 11),
+            atomic_database: at_least(major, minor, 20, 5),
+        }
+    }
+
+    /// From what `SELECT version()` prints, e.g. `18.16.1` or `26.5.3.1`.
+    pub fn from_version(v: &str) -> Result<Dialect, String> {
+        let mut parts = v.trim().split('.').map(str::parse::<u32>);
+        match (parts.next(), parts.next()) {
+            (Some(Ok(major)), Some(Ok(minor))) => Ok(Dialect::from_parts(major, minor)),
+            _ => Err(format!("unrecognised ClickHouse version `{}`", v.trim())),
+        }
+    }
+}
+
+/// Where the schema lives: database, dialect, and (for a cluster) the cluster's name.
+#[derive(Clone, Debug)]
+pub struct Schema {
+    pub database: String,
+    pub dialect: Dialect,
+    /// With a cluster, each table is a `Replicated*MergeTree` table `<name>_local` on
+    /// every node (DDL `ON CLUSTER`) and a `Distributed` table `<name>` over them, so
+    /// every query reads `<db>.<name>` whatever the topology.
+    pub cluster: Option<String>,
+}
+
+impl Schema {
+    /// The embedded engine: database `ugc`, current dialect, one node.
+    pub fn embedded() -> Schema {
+        Schema {
+            database: DATABASE.to_owned(),
+            dialect: Dialect::CURRENT,
+            cluster: None,
+        }
+    }
+
+    fn db(&self) -> &str {
+        &self.database
+    }
+
+    fn on_cluster(&self) -> String {
+        self.cluster
+            .as_ref()
+            .map_or_else(String::new, |c| format!(" ON CLUSTER {c}"))
+    }
+
+    /// The type of a time column, and its millisecond companion where DateTime64 is missing.
+    fn time_column(&self, name: &str) -> String {
+        if self.dialect.datetime64 {
+            format!("{name} DateTime64(3, 'UTC')")
+        } else {
+            format!("{name} DateTime('UTC'),\n            {name}_ms UInt16")
+        }
+    }
+
+    fn low_cardinality_string(&self) -> &'static str {
+        if self.dialect.low_cardinality {
+            "LowCardinality(String)"
+        } else {
+            "String"
+        }
+    }
+
+    /// `CREATE TABLE` for one logical table: the table itself on one node; on a cluster
+    /// the replicated `<name>_local` tables plus the `Distributed` table `<name>` sharded
+    /// by `shard_key`. `engine` is a MergeTree family name, `version` its version column.
+    fn create_table(
+        &self,
+        name: &str,
+        columns: &str,
+        engine: &str,
+        version: Option<&str>,
+        keys: &str,
+        shard_key: &str,
+    ) -> Vec<String> {
+        let db = self.db();
+        let version = version.unwrap_or_default();
+        match &self.cluster {
+            None => {
+                // The dedup token needs a window on non-replicated tables; old servers
+                // have neither (see `insert_statement`).
+                let settings = if self.dialect.dedup_token {
+                    " SETTINGS non_replicated_deduplication_window = 1000"
+                } else {
+                    ""
+                };
+                vec![format!(
+                    "CREATE TABLE IF NOT EXISTS {db}.{name} ({columns}) ENGINE = {engine}({version}) {keys}{settings}"
+                )]
+            }
+            Some(cluster) => {
+                let version = if version.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {version}")
+                };
+                vec![
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {db}.{name}_local ON CLUSTER {cluster} ({columns}) \
+                         ENGINE = Replicated{engine}('/clickhouse/tables/{{shard}}/{db}/{name}', '{{replica}}'{version}) {keys}"
+                    ),
+                    // The shard key must be deterministic (never rand()): a retried block
+                    // has to split into the same per-shard blocks to be recognised.
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {db}.{name} ON CLUSTER {cluster} ({columns}) \
+                         ENGINE = Distributed({cluster}, {db}, {name}_local, {shard_key})"
+                    ),
+                ]
+            }
+        }
+    }
+}
+
 /// A schema change. Versions are applied in order, once, and recorded in
-/// `ugc.schema_migrations`; every statement is idempotent on its own too, so a crash
+/// `<db>.schema_migrations`; every statement is idempotent on its own too, so a crash
 /// half-way through a migration is repaired by running it again.
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
-    pub statements: &'static [&'static str],
+    pub statements: fn(&Schema) -> Vec<String>,
 }
 
-// Atomic explicitly: clickhouse-local's (chDB's) default database overlays the file
-// system, and our tables must live apart from it.
+/// The embedded engine's `CREATE DATABASE`.
 pub const CREATE_DATABASE: &str = "CREATE DATABASE IF NOT EXISTS ugc ENGINE = Atomic";
 
-pub const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS ugc.schema_migrations \
-    (version UInt32, name String, applied_at DateTime DEFAULT now()) \
-    ENGINE = ReplacingMergeTree ORDER BY version";
-
-pub const APPLIED_MIGRATIONS: &str =
-    "SELECT DISTINCT version FROM ugc.schema_migrations ORDER BY version";
-
-pub fn record_migration(m: &Migration) -> String {
+pub fn create_database(s: &Schema) -> String {
+    // Atomic explicitly where it exists: clickhouse-local's (chDB's) default database
+    // overlays the file system, and our tables must live apart from it.
+    let engine = if s.dialect.atomic_database {
+        " ENGINE = Atomic"
+    } else {
+        ""
+    };
     format!(
-        "INSERT INTO ugc.schema_migrations (version, name) VALUES ({}, {})",
+        "CREATE DATABASE IF NOT EXISTS {}{}{engine}",
+        s.db(),
+        s.on_cluster()
+    )
+}
+
+pub fn create_migrations(s: &Schema) -> Vec<String> {
+    s.create_table(
+        "schema_migrations",
+        "version UInt32, name String, applied_at DateTime DEFAULT now()",
+        "ReplacingMergeTree",
+        None,
+        "ORDER BY version",
+        "version",
+    )
+}
+
+pub fn applied_migrations(s: &Schema) -> String {
+    format!(
+        "SELECT DISTINCT version FROM {}.schema_migrations ORDER BY version",
+        s.db()
+    )
+}
+
+pub fn record_migration(s: &Schema, m: &Migration) -> String {
+    format!(
+        "INSERT INTO {}.schema_migrations (version, name) VALUES ({}, {})",
+        s.db(),
         m.version,
         quote(m.name)
     )
@@ -40,19 +212,26 @@ pub fn record_migration(m: &Migration) -> String {
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "events, progress, dead letters",
-    statements: &[
-        // The wide table analysts query. Partitioned by month of arrival (bounded, unlike a
-        // client's clock); ordered for per-type, per-film questions. ReplacingMergeTree on
-        // a key that ends in event_id folds a client's retried event (same id) into one
-        // row at merge time; a loader's retried batch is dropped at insert time by the
-        // dedup token (non_replicated_deduplication_window).
-        "CREATE TABLE IF NOT EXISTS ugc.events (
+    statements: migration_1,
+}];
+
+fn migration_1(s: &Schema) -> Vec<String> {
+    let mut out = Vec::new();
+    // The wide table analysts query. Partitioned by month of arrival (bounded, unlike a
+    // client's clock); ordered for per-type, per-film questions. ReplacingMergeTree on
+    // a key that ends in event_id folds a client's retried event (same id) into one
+    // row at merge time; a loader's retried batch is dropped at insert time (see
+    // `insert_statement`). Sharded by user, so one viewer's rows live on one shard.
+    out.extend(s.create_table(
+        "events",
+        &format!(
+            "
             event_id UUID,
-            event_type LowCardinality(String),
+            event_type {lc},
             user_id String,
             film_id UUID,
-            occurred_at DateTime64(3, 'UTC'),
-            received_at DateTime64(3, 'UTC'),
+            {occurred_at},
+            {received_at},
             position Nullable(UInt32),
             quality_from Nullable(String),
             quality_to Nullable(String),
@@ -66,34 +245,56 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             client_ip String,
             log_partition UInt32,
             log_offset UInt64
-        ) ENGINE = ReplacingMergeTree
-        PARTITION BY toYYYYMM(received_at)
-        ORDER BY (event_type, film_id, user_id, event_id)
-        SETTINGS non_replicated_deduplication_window = 1000",
-        // "Where did I stop?": keyed by viewer then film, so both progress reads are
-        // primary-key range reads. Per (user, film) the engine keeps the latest position
-        // row and the latest finished row; reads pick whichever is newer.
-        "CREATE TABLE IF NOT EXISTS ugc.progress (
+        ",
+            lc = s.low_cardinality_string(),
+            occurred_at = s.time_column("occurred_at"),
+            received_at = s.time_column("received_at"),
+        ),
+        "ReplacingMergeTree",
+        None,
+        "PARTITION BY toYYYYMM(received_at) ORDER BY (event_type, film_id, user_id, event_id)",
+        "sipHash64(toString(user_id))",
+    ));
+    // "Where did I stop?": keyed by viewer then film, so both progress reads are
+    // primary-key range reads. Per (user, film) the engine keeps the latest position
+    // row and the latest finished row; reads pick whichever is newer. Sharded like
+    // `events` (hash functions of 18.16 reject UUID, hence toString).
+    out.extend(s.create_table(
+        "progress",
+        &format!(
+            "
             user_id String,
             film_id UUID,
             finished UInt8,
             position UInt32,
-            updated_at DateTime64(3, 'UTC'),
+            {updated_at},
             event_id UUID
-        ) ENGINE = ReplacingMergeTree(updated_at)
-        ORDER BY (user_id, film_id, finished)
-        SETTINGS non_replicated_deduplication_window = 1000",
-        "CREATE TABLE IF NOT EXISTS ugc.dead_letters (
+        ",
+            updated_at = s.time_column("updated_at"),
+        ),
+        "ReplacingMergeTree",
+        Some("updated_at"),
+        "ORDER BY (user_id, film_id, finished)",
+        "sipHash64(toString(user_id))",
+    ));
+    // loaded_at is the time of the insert attempt: a retried dead-letter block differs,
+    // so replicated block dedup may keep both; the key (log position) folds them at merge.
+    out.extend(s.create_table(
+        "dead_letters",
+        "
             log_partition UInt32,
             log_offset UInt64,
             reason String,
             payload String,
             loaded_at DateTime DEFAULT now()
-        ) ENGINE = ReplacingMergeTree
-        ORDER BY (log_partition, log_offset)
-        SETTINGS non_replicated_deduplication_window = 1000",
-    ],
-}];
+        ",
+        "ReplacingMergeTree",
+        None,
+        "ORDER BY (log_partition, log_offset)",
+        "log_offset",
+    ));
+    out
+}
 
 /// A ClickHouse string literal.
 pub fn quote(s: &str) -> String {
@@ -111,14 +312,61 @@ pub fn quote(s: &str) -> String {
     out
 }
 
-/// Header of a batch insert; the rows follow as JSONEachRow lines.
-/// `dedup_token` makes a retried insert of the same batch a no-op. Synchronous insert,
-/// so the batch is one block, written before the call returns (chDB defaults to async).
-pub fn insert_header(table: &str, dedup_token: &str) -> String {
+/// The statement of a batch insert; the rows follow as JSONEachRow lines.
+///
+/// How a retried insert of the same batch is dropped, by server:
+/// - current versions (22.2+, chDB): `insert_deduplication_token`, derived from the
+///   loader's deterministic batch token, against `non_replicated_deduplication_window`
+///   on one node, or the replicated tables' block log on a cluster;
+/// - replicated tables of any version (an 18.16 cluster): the block itself. The loader
+///   builds the same block for the same log range, and each shard drops a block whose
+///   checksum it already has (`replicated_deduplication_window`, 100 blocks per table);
+/// - 18.16 on one node has neither: the store checks a retried batch's log positions
+///   before inserting it again (`ClickHouseStore`), and the loader's window of recent
+///   event ids, re-read from the store at start, drops what a crash left stored.
+///
+/// Synchronous (`async_insert = 0` where the setting exists: chDB defaults to async), so
+/// the batch is one block, written before the call returns.
+pub fn insert_statement(s: &Schema, table: &str, dedup_token: &str) -> String {
+    let mut settings = Vec::new();
+    if s.dialect.dedup_token {
+        settings.push(format!(
+            "insert_deduplication_token = {}",
+            quote(dedup_token)
+        ));
+    }
+    if s.dialect.async_insert {
+        settings.push("async_insert = 0".to_owned());
+    }
+    let settings = if settings.is_empty() {
+        String::new()
+    } else {
+        format!(" SETTINGS {}", settings.join(", "))
+    };
     format!(
-        "INSERT INTO ugc.{table} SETTINGS insert_deduplication_token = {}, async_insert = 0 FORMAT JSONEachRow\n",
-        quote(dedup_token)
+        "INSERT INTO {}.{table}{settings} FORMAT JSONEachRow\n",
+        s.db()
     )
+}
+
+/// A time as a row value: text with milliseconds where DateTime64 exists, else Unix
+/// seconds (every version parses those in JSONEachRow) plus a `<name>_ms` field.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum TimeValue {
+    Text(String),
+    Seconds(i64),
+}
+
+fn time_value(d: &Dialect, t: &Timestamp) -> (TimeValue, Option<u16>) {
+    if d.datetime64 {
+        (TimeValue::Text(t.to_sql_string()), None)
+    } else {
+        (
+            TimeValue::Seconds(t.millis().div_euclid(1000)),
+            Some(t.millis().rem_euclid(1000) as u16),
+        )
+    }
 }
 
 #[derive(Serialize)]
@@ -127,8 +375,12 @@ pub struct EventRow<'a> {
     event_type: &'static str,
     user_id: &'a str,
     film_id: uuid::Uuid,
-    occurred_at: String,
-    received_at: String,
+    occurred_at: TimeValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    occurred_at_ms: Option<u16>,
+    received_at: TimeValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    received_at_ms: Option<u16>,
     position: Option<u32>,
     quality_from: Option<&'a str>,
     quality_to: Option<&'a str>,
@@ -145,7 +397,12 @@ pub struct EventRow<'a> {
 }
 
 impl<'a> EventRow<'a> {
+    /// The row for the embedded engine (current dialect).
     pub fn new(pos: LogPosition, e: &'a Envelope) -> Self {
+        Self::for_dialect(&Dialect::CURRENT, pos, e)
+    }
+
+    pub fn for_dialect(d: &Dialect, pos: LogPosition, e: &'a Envelope) -> Self {
         let (quality_from, quality_to) = match &e.event {
             Event::QualityChange { from, to, .. } => (Some(from.as_str()), Some(to.as_str())),
             _ => (None, None),
@@ -156,6 +413,8 @@ impl<'a> EventRow<'a> {
             _ => String::new(),
         };
         let ctx = &e.context;
+        let (occurred_at, occurred_at_ms) = time_value(d, &e.occurred_at);
+        let (received_at, received_at_ms) = time_value(d, &e.received_at);
         Self {
             event_id: e.event_id.as_uuid(),
             event_type: e.event.type_name(),
@@ -165,8 +424,10 @@ impl<'a> EventRow<'a> {
                 .event
                 .film_id()
                 .map_or(uuid::Uuid::nil(), |f| *f.as_uuid()),
-            occurred_at: e.occurred_at.to_sql_string(),
-            received_at: e.received_at.to_sql_string(),
+            occurred_at,
+            occurred_at_ms,
+            received_at,
+            received_at_ms,
             position: e.event.position().map(|p| p.seconds()),
             quality_from,
             quality_to,
@@ -200,13 +461,19 @@ pub struct ProgressRow<'a> {
     film_id: uuid::Uuid,
     finished: u8,
     position: u32,
-    updated_at: String,
+    updated_at: TimeValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated_at_ms: Option<u16>,
     event_id: &'a uuid::Uuid,
 }
 
 impl<'a> ProgressRow<'a> {
     /// The progress row an event implies, if it says anything about where the viewer is.
     pub fn from_event(e: &'a Envelope) -> Option<Self> {
+        Self::for_dialect(&Dialect::CURRENT, e)
+    }
+
+    pub fn for_dialect(d: &Dialect, e: &'a Envelope) -> Option<Self> {
         let user = e.user_id.as_ref()?;
         // The nil film is "film unknown" (seed 003's player sends none): nothing to resume.
         let film_id = e.event.film_id().filter(|f| !f.as_uuid().is_nil())?;
@@ -215,12 +482,14 @@ impl<'a> ProgressRow<'a> {
         if !finished && position.is_none() {
             return None;
         }
+        let (updated_at, updated_at_ms) = time_value(d, &e.occurred_at);
         Some(Self {
             user_id: user.as_str(),
             film_id: *film_id.as_uuid(),
             finished: finished as u8,
             position: position.map_or(0, |p| p.seconds()),
-            updated_at: e.occurred_at.to_sql_string(),
+            updated_at,
+            updated_at_ms,
             event_id: e.event_id.as_uuid(),
         })
     }
@@ -234,25 +503,43 @@ pub struct DeadLetterRow<'a> {
     pub payload: String,
 }
 
-/// Per film: the latest position report, and whether the newest event was a finish.
-const PROGRESS_SELECT: &str = "SELECT toString(film_id) AS film, \
-    argMaxIf(position, updated_at, finished = 0) AS last_position, \
-    argMax(finished, updated_at) AS is_finished, \
-    max(updated_at) AS last_seen \
-    FROM ugc.progress";
+/// A time column as Unix milliseconds (an integer), the one form both dialects give:
+/// the progress reads order and compare by it.
+fn millis(s: &Schema, col: &str) -> String {
+    if s.dialect.datetime64 {
+        format!("toUnixTimestamp64Milli({col})")
+    } else {
+        format!("(toUInt64({col}) * 1000 + {col}_ms)")
+    }
+}
 
-pub fn film_progress(user: &UserId, film: FilmId) -> String {
+/// Per film: the latest position report, and whether the newest event was a finish.
+fn progress_select(s: &Schema) -> String {
+    let t = millis(s, "updated_at");
     format!(
-        "{PROGRESS_SELECT} WHERE user_id = {} AND film_id = toUUID({}) GROUP BY film_id",
+        "SELECT toString(film_id) AS film, \
+         argMaxIf(position, {t}, finished = 0) AS last_position, \
+         argMax(finished, {t}) AS is_finished, \
+         max({t}) AS last_seen \
+         FROM {}.progress",
+        s.db()
+    )
+}
+
+pub fn film_progress(s: &Schema, user: &UserId, film: FilmId) -> String {
+    format!(
+        "{} WHERE user_id = {} AND film_id = toUUID({}) GROUP BY film_id",
+        progress_select(s),
         quote(user.as_str()),
         quote(&film.to_string())
     )
 }
 
-pub fn continue_watching(user: &UserId, limit: u32, offset: u32) -> String {
+pub fn continue_watching(s: &Schema, user: &UserId, limit: u32, offset: u32) -> String {
     format!(
-        "{PROGRESS_SELECT} WHERE user_id = {} GROUP BY film_id HAVING is_finished = 0 \
+        "{} WHERE user_id = {} GROUP BY film_id HAVING is_finished = 0 \
          ORDER BY last_seen DESC, film LIMIT {limit} OFFSET {offset}",
+        progress_select(s),
         quote(user.as_str())
     )
 }
@@ -262,30 +549,48 @@ pub struct ProgressOut {
     film: uuid::Uuid,
     last_position: u32,
     is_finished: u8,
-    last_seen: String,
+    /// Unix milliseconds; JSON formats may quote 64-bit integers.
+    last_seen: serde_json::Value,
 }
 
 impl ProgressOut {
     pub fn into_progress(self) -> Result<Progress, String> {
+        let ms = match &self.last_seen {
+            serde_json::Value::Number(n) => n.as_i64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| format!("bad last_seen `{}`", self.last_seen))?;
         Ok(Progress {
             film_id: FilmId::from(self.film),
             position: self.last_position,
             finished: self.is_finished != 0,
-            updated_at: Timestamp::parse_sql(&self.last_seen)?,
+            updated_at: Timestamp::from_millis(ms)?,
         })
     }
 }
 
-/// Settings of the analysts' session, applied in this order. `readonly = 1` comes last:
-/// after it the session can change no setting, write nothing and call no table function
-/// that reaches outside (file, url, remote). A per-query `SETTINGS readonly = 1` would
-/// not do: the same query could switch it back off.
-pub fn analyst_session(max_seconds: u64) -> Vec<String> {
+/// Settings of analysts' queries, `readonly = 1` last. The embedded engine applies them
+/// to a session with `SET` (see [`analyst_session`]); a server takes them as settings of
+/// the HTTP request, where the query cannot lift them: a `SETTINGS readonly = 0` inside
+/// it fails with "Cannot execute SET query in readonly mode" (seen on 18.16).
+pub fn analyst_settings(max_seconds: u64) -> Vec<(&'static str, String)> {
     vec![
-        format!("SET max_execution_time = {}", max_seconds.max(1)),
-        "SET output_format_json_quote_64bit_integers = 0".into(),
-        "SET readonly = 1".into(),
+        ("max_execution_time", max_seconds.max(1).to_string()),
+        ("output_format_json_quote_64bit_integers", "0".into()),
+        ("readonly", "1".into()),
     ]
+}
+
+/// The analysts' session of the embedded engine, applied in this order. `readonly = 1`
+/// comes last: after it the session can change no setting, write nothing and call no
+/// table function that reaches outside (file, url, remote). A per-query
+/// `SETTINGS readonly = 1` would not do: the same query could switch it back off.
+pub fn analyst_session(max_seconds: u64) -> Vec<String> {
+    analyst_settings(max_seconds)
+        .into_iter()
+        .map(|(k, v)| format!("SET {k} = {v}"))
+        .collect()
 }
 
 /// Wraps an analyst's statement in a subquery, so that exactly one SELECT can run, with
@@ -298,10 +603,31 @@ pub fn analyst_select(sql: &str, max_rows: u64) -> String {
     )
 }
 
-pub fn recent_event_ids(window_secs: u64, limit: usize) -> String {
+pub fn recent_event_ids(s: &Schema, window_secs: u64, limit: usize) -> String {
     format!(
-        "SELECT toString(event_id) AS id FROM ugc.events WHERE received_at >= now() - {window_secs} \
-         ORDER BY received_at DESC LIMIT {limit}"
+        "SELECT toString(event_id) AS id FROM {}.events WHERE received_at >= now() - {window_secs} \
+         ORDER BY received_at DESC LIMIT {limit}",
+        s.db()
+    )
+}
+
+/// Log offsets of one partition already stored within `[from, to]`: how a store without
+/// insert dedup (18.16, one node) tells what of a retried batch already landed.
+pub fn stored_offsets(s: &Schema, table: &str, partition: u32, from: u64, to: u64) -> String {
+    format!(
+        "SELECT log_offset FROM {}.{table} WHERE log_partition = {partition} \
+         AND log_offset BETWEEN {from} AND {to}",
+        s.db()
+    )
+}
+
+/// Event ids among `ids` that already have a progress row.
+pub fn stored_progress_ids(s: &Schema, ids: &[uuid::Uuid]) -> String {
+    let list: Vec<String> = ids.iter().map(|i| format!("'{i}'")).collect();
+    format!(
+        "SELECT toString(event_id) AS id FROM {}.progress WHERE event_id IN ({})",
+        s.db(),
+        list.join(", ")
     )
 }
 
@@ -314,5 +640,34 @@ mod tests {
     #[test]
     fn quotes_hostile_strings() {
         assert_eq!(quote(r"a'b\c"), r"'a\'b\\c'");
+    }
+
+    #[test]
+    fn the_embedded_database_statement_is_the_current_dialects() {
+        assert_eq!(CREATE_DATABASE, create_database(&Schema::embedded()));
+    }
+
+    #[test]
+    fn versions_pick_the_dialect() {
+        let old = Dialect::from_version("18.16.1").unwrap();
+        assert!(!old.datetime64 && !old.low_cardinality && !old.dedup_token && !old.async_insert);
+        let new = Dialect::from_version("26.5.3.1\n").unwrap();
+        assert_eq!(new, Dialect::CURRENT);
+        assert!(Dialect::from_version("x").is_err());
+    }
+
+    #[test]
+    fn a_cluster_gets_replicated_local_tables_and_distributed_ones() {
+        let s = Schema {
+            database: "ugc".into(),
+            dialect: Dialect::from_parts(18, 16),
+            cluster: Some("c".into()),
+        };
+        let ddl = migration_1(&s).join("\n");
+        assert!(ddl.contains("ugc.events_local ON CLUSTER c"));
+        assert!(ddl.contains("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/ugc/progress', '{replica}', updated_at)"));
+        assert!(ddl.contains("Distributed(c, ugc, events_local, sipHash64(toString(user_id)))"));
+        assert!(ddl.contains("occurred_at_ms UInt16") && !ddl.contains("DateTime64"));
+        assert!(!insert_statement(&s, "events", "t").contains("SETTINGS"));
     }
 }

@@ -37,6 +37,9 @@ pub enum Command {
     Serve,
     /// Print a development token signed with the configured HS256 secret.
     Token(TokenArgs),
+    /// Run the benchmark suite: each stage against a baseline measured in the same run
+    /// (see bench/README.md). `--quick` checks the harness in under two minutes.
+    Bench(ugc_bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -154,6 +157,142 @@ pub struct Settings {
     )]
     pub loader_batch_wait_ms: u64,
 
+    /// What this process runs: `all` (ingest API and loader), `api` (ingest and reads) or
+    /// `loader` (log to store; serves only /healthz and /readyz). `api` and `loader` run
+    /// apart only with the Kafka log and a shared store (--store clickhouse).
+    // Not global: `ugc token --role` names a token's roles.
+    #[arg(long, env = "UGC_ROLE", default_value = "all", value_parser = ["all", "api", "loader"])]
+    pub role: String,
+
+    /// The event log: `embedded` (a file under --data-dir) or `kafka` (--kafka-brokers).
+    #[arg(long, env = "UGC_LOG_BACKEND", default_value = "embedded", value_parser = ["embedded", "kafka"], global = true)]
+    pub log_backend: String,
+
+    /// Kafka bootstrap brokers, comma-separated `host:port`.
+    #[arg(
+        long,
+        env = "UGC_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
+    pub kafka_brokers: String,
+
+    /// Kafka topic of every event; with --kafka-topic-mode per-type, the prefix of the
+    /// topics `<prefix>.<event type>`.
+    #[arg(
+        long,
+        env = "UGC_KAFKA_TOPIC",
+        default_value = "ugc.events",
+        global = true
+    )]
+    pub kafka_topic: String,
+
+    /// `single` (one topic for every event type) or `per-type` (one topic per type).
+    #[arg(long, env = "UGC_KAFKA_TOPIC_MODE", default_value = "single", value_parser = ["single", "per-type"], global = true)]
+    pub kafka_topic_mode: String,
+
+    /// Kafka topic the loader copies undecodable records to.
+    #[arg(
+        long,
+        env = "UGC_KAFKA_DLQ_TOPIC",
+        default_value = "ugc.events.dlq",
+        global = true
+    )]
+    pub kafka_dlq_topic: String,
+
+    /// Partitions of the Kafka topics created at start (existing topics are kept as they are).
+    #[arg(long, env = "UGC_KAFKA_PARTITIONS", default_value_t = 12, global = true)]
+    pub kafka_partitions: i32,
+
+    /// Replication factor of the Kafka topics created at start.
+    #[arg(
+        long,
+        env = "UGC_KAFKA_REPLICATION_FACTOR",
+        default_value_t = 3,
+        global = true
+    )]
+    pub kafka_replication_factor: i32,
+
+    /// `min.insync.replicas` of the Kafka topics created at start: an event is
+    /// acknowledged once this many replicas have it.
+    #[arg(
+        long,
+        env = "UGC_KAFKA_MIN_INSYNC_REPLICAS",
+        default_value_t = 2,
+        global = true
+    )]
+    pub kafka_min_insync_replicas: i32,
+
+    /// Codec of produced Kafka batches.
+    #[arg(long, env = "UGC_KAFKA_COMPRESSION", default_value = "lz4", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"], global = true)]
+    pub kafka_compression: String,
+
+    /// How long the Kafka producer waits to fill a batch, in ms (adds to ingest latency).
+    #[arg(long, env = "UGC_KAFKA_LINGER_MS", default_value_t = 5, global = true)]
+    pub kafka_linger_ms: u64,
+
+    /// Largest Kafka produce batch per partition, in bytes.
+    #[arg(
+        long,
+        env = "UGC_KAFKA_BATCH_BYTES",
+        default_value_t = 1024 * 1024,
+        global = true
+    )]
+    pub kafka_batch_bytes: usize,
+
+    /// Events the Kafka producer may hold undelivered; beyond it the API answers 503.
+    #[arg(
+        long,
+        env = "UGC_KAFKA_QUEUE_MESSAGES",
+        default_value_t = 100_000,
+        global = true
+    )]
+    pub kafka_queue_messages: usize,
+
+    /// KiB the Kafka producer may hold undelivered; beyond it the API answers 503.
+    #[arg(
+        long,
+        env = "UGC_KAFKA_QUEUE_KBYTES",
+        default_value_t = 64 * 1024,
+        global = true
+    )]
+    pub kafka_queue_kbytes: usize,
+
+    /// Deadline of an event's delivery to Kafka (every in-sync replica), in ms; past it
+    /// the API answers 503.
+    #[arg(
+        long,
+        env = "UGC_KAFKA_DELIVERY_TIMEOUT_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub kafka_delivery_timeout_ms: u64,
+
+    /// Consumer group the loaders share the partitions in.
+    #[arg(
+        long,
+        env = "UGC_KAFKA_GROUP",
+        default_value = "ugc-loader",
+        global = true
+    )]
+    pub kafka_group: String,
+
+    /// A loader silent this long loses its partitions to the other loaders, in ms.
+    #[arg(
+        long,
+        env = "UGC_KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub kafka_session_timeout_ms: u64,
+
+    /// Partition assignment in the loaders' group: `range` (eager: every loader releases
+    /// all partitions at a rebalance, then they are dealt again) or `cooperative-sticky`
+    /// (only moved partitions pause; needs a broker that relays owned partitions, as
+    /// Apache Kafka does).
+    #[arg(long, env = "UGC_KAFKA_ASSIGNMENT", default_value = "range", value_parser = ["range", "roundrobin", "cooperative-sticky"], global = true)]
+    pub kafka_assignment: String,
+
     /// Path of libchdb.so [default: $UGC_CACHE_DIR or ~/.cache/ugc, then /chdb/<version>/libchdb.so,
     /// where scripts/fetch-chdb installs it].
     #[arg(long, env = "UGC_CHDB_LIB", global = true)]
@@ -167,6 +306,47 @@ pub struct Settings {
         global = true
     )]
     pub chdb_max_memory: u64,
+
+    /// The analytics store: `chdb` (embedded, under --data-dir) or `clickhouse` (a
+    /// server or cluster at --clickhouse-url).
+    #[arg(long, env = "UGC_STORE", default_value = "chdb", value_parser = ["chdb", "clickhouse"], global = true)]
+    pub store: String,
+
+    /// HTTP interface of the ClickHouse server (with --store clickhouse).
+    #[arg(
+        long,
+        env = "UGC_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123",
+        global = true
+    )]
+    pub clickhouse_url: String,
+
+    /// ClickHouse user [default: the server's default user].
+    #[arg(long, env = "UGC_CLICKHOUSE_USER", global = true)]
+    pub clickhouse_user: Option<String>,
+
+    /// ClickHouse password.
+    #[arg(
+        long,
+        env = "UGC_CLICKHOUSE_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub clickhouse_password: Option<String>,
+
+    /// ClickHouse database holding ugc's tables (analysts' SQL names it: `ugc.events`).
+    #[arg(
+        long,
+        env = "UGC_CLICKHOUSE_DATABASE",
+        default_value = "ugc",
+        global = true
+    )]
+    pub clickhouse_database: String,
+
+    /// Name of the ClickHouse cluster (in the servers' `remote_servers`): replicated
+    /// tables on every node, DDL ON CLUSTER, reads and writes through Distributed tables.
+    #[arg(long, env = "UGC_CLICKHOUSE_CLUSTER", global = true)]
+    pub clickhouse_cluster: Option<String>,
 
     /// Most rows an analyst's query returns.
     #[arg(
@@ -263,7 +443,9 @@ pub fn parse_from(args: Vec<OsString>) -> anyhow::Result<Cli> {
             matches.value_source(&id),
             None | Some(ValueSource::DefaultValue)
         ) {
-            args.push(format!("--{}={value}", id.replace('_', "-")).into());
+            // Before any subcommand, so that a file key is never read as a subcommand's
+            // flag of the same name (`role` vs `ugc token --role`).
+            args.insert(1, format!("--{}={value}", id.replace('_', "-")).into());
         }
     }
     let matches = cmd.try_get_matches_from(&args)?;

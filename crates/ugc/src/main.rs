@@ -1,4 +1,5 @@
 mod configuration;
+mod roles;
 mod startup;
 mod telemetry;
 
@@ -27,5 +28,6 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Bench(args) => ugc_bench::run(args),
     }
 }

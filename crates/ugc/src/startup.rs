@@ -11,12 +11,13 @@ use ugc_edge::auth::{AuthConfig, Verifier, read_key_file};
 use ugc_edge::compat::CompatConfig;
 use ugc_edge::{AppState, EdgeConfig};
 use ugc_loader::{Loader, LoaderConfig};
-use ugc_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use ugc_query::QueryService;
 use ugc_store::chdb::{ChdbConfig, ChdbStore};
-use ugc_store::{EventStore, QueryLimits};
+use ugc_store::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use ugc_store::{EventStore, QueryLimits, StoreError};
 
 use crate::configuration::Settings;
+use crate::roles::{self, EventLog, Role};
 
 /// The auth configuration, generating a development secret into the data directory
 /// when no key is configured, so that `ugc` and `ugc token` work together out of the box.
@@ -75,16 +76,97 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", s.data_dir.display()))?;
     let verifier = Verifier::new(&auth_config(&s)?)?;
 
-    let log = EmbeddedLog::open(
-        &s.data_dir.join("log.redb"),
-        EmbeddedLogConfig {
-            queue_capacity: s.log_queue,
-            max_group_records: s.log_group_max,
-            ack_timeout: s.log_ack_timeout(),
-        },
-    )
-    .context("cannot open the embedded log")?;
+    let role = Role::of(&s)?;
+    let log = EventLog::open(&s)?;
 
+    let store = open_store(&s).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut loader_status = Arc::default();
+    let loader = if role.runs_loader() {
+        let loader = Loader::new(
+            log.consumer()?,
+            store.clone(),
+            LoaderConfig {
+                batch_max_records: s.loader_batch_max,
+                batch_max_wait: Duration::from_millis(s.loader_batch_wait_ms),
+                ..LoaderConfig::default()
+            },
+        );
+        loader_status = loader.status();
+        Some(tokio::spawn(loader.run(stop_rx)))
+    } else {
+        None
+    };
+
+    let router = if role.runs_api() {
+        let limits = QueryLimits {
+            max_rows: s.query_max_rows,
+            max_time: Duration::from_secs(s.query_timeout_secs),
+        };
+        let state = AppState::new(
+            log.producer()?,
+            QueryService::new(store, limits, s.progress_page_max),
+            verifier,
+            EdgeConfig {
+                max_body_bytes: s.max_body_bytes,
+                max_batch: s.max_batch,
+                trusted_proxies: s.trusted_proxies.clone(),
+                compat: CompatConfig {
+                    seeds: s.compat.0.clone(),
+                    anonymous: s.compat_anonymous,
+                },
+            },
+        );
+        ugc_edge::router(state)
+    } else {
+        roles::loader_router(store, loader_status)
+    };
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", s.listen))?;
+    let addr = listener.local_addr()?;
+    let log_name = log.describe();
+    match role {
+        Role::All => tracing::info!(
+            %addr,
+            data_dir = %s.data_dir.display(),
+            store = %s.store,
+            log = %log_name,
+            "ugc all-in-one is up: API http://{addr}/api/v1, docs http://{addr}/docs; mint a token with `ugc token --user <uuid>`"
+        ),
+        Role::Api => tracing::info!(
+            %addr,
+            store = %s.store,
+            log = %log_name,
+            "ugc API is up: http://{addr}/api/v1, docs http://{addr}/docs"
+        ),
+        Role::Loader => tracing::info!(
+            %addr,
+            store = %s.store,
+            log = %log_name,
+            "ugc loader is up: readiness and counters at http://{addr}/readyz"
+        ),
+    }
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    let _ = stop_tx.send(true);
+    if let Some(loader) = loader {
+        let _ = loader.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The configured analytics store, migrated.
+async fn open_store(s: &Settings) -> anyhow::Result<Arc<dyn EventStore>> {
+    if s.store == "clickhouse" {
+        return Ok(Arc::new(open_clickhouse(s).await?));
+    }
     let library = s.chdb_library();
     if !library.exists() {
         bail!(
@@ -100,57 +182,38 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
     };
     let store = tokio::task::spawn_blocking(move || ChdbStore::open(&chdb)).await??;
     store.migrate().await.context("schema migration failed")?;
-    let store: Arc<dyn EventStore> = Arc::new(store);
+    Ok(Arc::new(store))
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let loader = Loader::new(
-        Box::new(log.consumer()),
-        store.clone(),
-        LoaderConfig {
-            batch_max_records: s.loader_batch_max,
-            batch_max_wait: Duration::from_millis(s.loader_batch_wait_ms),
-            ..LoaderConfig::default()
-        },
-    );
-    let loader = tokio::spawn(loader.run(stop_rx));
-
-    let limits = QueryLimits {
-        max_rows: s.query_max_rows,
-        max_time: Duration::from_secs(s.query_timeout_secs),
-    };
-    let state = AppState::new(
-        Arc::new(log.producer()),
-        QueryService::new(store, limits, s.progress_page_max),
-        verifier,
-        EdgeConfig {
-            max_body_bytes: s.max_body_bytes,
-            max_batch: s.max_batch,
-            trusted_proxies: s.trusted_proxies.clone(),
-            compat: CompatConfig {
-                seeds: s.compat.0.clone(),
-                anonymous: s.compat_anonymous,
-            },
-        },
-    );
-    let listener = tokio::net::TcpListener::bind(s.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", s.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(
-        %addr,
-        data_dir = %s.data_dir.display(),
-        "ugc all-in-one is up: API http://{addr}/api/v1, docs http://{addr}/docs; mint a token with `ugc token --user <uuid>`"
-    );
-    axum::serve(
-        listener,
-        ugc_edge::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
-    let _ = stop_tx.send(true);
-    let _ = loader.await;
-    tracing::info!("stopped");
-    Ok(())
+/// Connects to the ClickHouse server or cluster and migrates its schema, waiting (with
+/// backoff) while it is unreachable: a server that starts after ugc is normal in a
+/// deployment. A refusal (bad credentials, unknown cluster, bad DDL) stops start-up.
+async fn open_clickhouse(s: &Settings) -> anyhow::Result<ClickHouseStore> {
+    let mut config = ClickHouseConfig::new(&s.clickhouse_url);
+    config.user = s.clickhouse_user.clone();
+    config.password = s.clickhouse_password.clone();
+    config.database = s.clickhouse_database.clone();
+    config.cluster = s.clickhouse_cluster.clone();
+    config.analyst_max_time = Duration::from_secs(s.query_timeout_secs);
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let store = ClickHouseStore::connect(config.clone()).await?;
+            store.migrate().await?;
+            Ok::<_, StoreError>(store)
+        };
+        match attempt.await {
+            Ok(store) => return Ok(store),
+            Err(StoreError::Rejected(e)) => {
+                bail!("ClickHouse at {} refused: {e}", s.clickhouse_url)
+            }
+            Err(e) => {
+                tracing::warn!(url = %s.clickhouse_url, error = %e, "ClickHouse not reachable yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -105,6 +105,7 @@ pub fn enrich(
 pub fn record(env: &Envelope) -> OutRecord {
     OutRecord {
         key: env.user_id.as_ref().map(|u| u.as_str().as_bytes().to_vec()),
+        kind: env.event.type_name(),
         payload: env.encode(),
     }
 }

@@ -20,6 +20,8 @@ pub struct Server {
     args: Vec<String>,
     /// Whether the server gets the test HS256 secret (servers testing public keys do not).
     with_secret: bool,
+    /// The Kafka-protocol broker this server's log lives on, with `UGC_TEST_LOG=kafka`.
+    pub broker: Option<ugc_testkit::tansu::Tansu>,
     pub http: reqwest::Client,
 }
 
@@ -44,13 +46,16 @@ impl Server {
     async fn start_with(args: &[&str], with_secret: bool) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let broker = kafka_log(&mut args);
         let mut s = Server {
             child: None,
             base: format!("http://127.0.0.1:{port}"),
             port,
             dir,
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args,
             with_secret,
+            broker,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -97,6 +102,7 @@ impl Server {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.args)
+            .args(store_args())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -217,6 +223,67 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// With `UGC_TEST_LOG=kafka`, a server whose arguments choose no log gets its own tansu
+/// broker (a child process, gone with the server) as its log, plus any flags in
+/// `UGC_TEST_LOG_ARGS` (e.g. `--kafka-topic-mode per-type --kafka-compression zstd`).
+fn kafka_log(args: &mut Vec<String>) -> Option<ugc_testkit::tansu::Tansu> {
+    match std::env::var("UGC_TEST_LOG").as_deref() {
+        Err(_) | Ok("") | Ok("embedded") => return None,
+        Ok("kafka") => {}
+        Ok(other) => panic!("UGC_TEST_LOG={other}: expected embedded or kafka"),
+    }
+    if args.iter().any(|a| a.starts_with("--log-backend")) {
+        return None;
+    }
+    let broker = ugc_testkit::tansu::Tansu::start(ugc_testkit::tansu::Storage::Memory);
+    args.extend(kafka_args(&broker.brokers()));
+    let extra = std::env::var("UGC_TEST_LOG_ARGS").unwrap_or_default();
+    args.extend(extra.split_whitespace().map(str::to_owned));
+    Some(broker)
+}
+
+/// Flags for a Kafka log on a one-broker test cluster at `brokers`.
+pub fn kafka_args(brokers: &str) -> Vec<String> {
+    [
+        "--log-backend",
+        "kafka",
+        "--kafka-brokers",
+        brokers,
+        "--kafka-partitions",
+        "3",
+        "--kafka-replication-factor",
+        "1",
+        "--kafka-min-insync-replicas",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The store every test server uses, from `UGC_TEST_STORE`: `chdb` (the default, the
+/// embedded engine), `clickhouse` (one ClickHouse server for the whole test binary) or
+/// `cluster` (one 2 shards × 2 replicas cluster for the whole test binary). Tests share
+/// the server's `ugc` database and tell their data apart by user and event ids.
+pub fn store_args() -> Vec<String> {
+    let shared = match std::env::var("UGC_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("chdb") => return vec![],
+        Ok("clickhouse") => ugc_testkit::shared_single(),
+        Ok("cluster") => ugc_testkit::shared_cluster(),
+        Ok(other) => panic!("UGC_TEST_STORE={other}: expected chdb, clickhouse or cluster"),
+    };
+    let mut args = vec![
+        "--store".to_owned(),
+        "clickhouse".to_owned(),
+        "--clickhouse-url".to_owned(),
+        shared.url.clone(),
+    ];
+    if let Some(cluster) = shared.cluster {
+        args.extend(["--clickhouse-cluster".to_owned(), cluster.to_owned()]);
+    }
+    args
 }
 
 impl Drop for Server {

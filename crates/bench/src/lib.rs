@@ -1,0 +1,180 @@
+//! `ugc bench`: the benchmark suite.
+//!
+//! Every figure is measured against a baseline in the same run on the same machine:
+//!
+//! 1. single-event ingest req/s vs an empty handler on the same HTTP stack;
+//! 2. batch ingest events/s vs appending the same encoded events straight to the log;
+//! 3. loader rows/s vs one straight insert of the same rows into the store;
+//! 4. freshness (2xx → visible to a query) at half the maximum rate vs on an idle server;
+//! 5. peak RSS of the API under maximum load and of the loader draining a large backlog.
+//!
+//! Systems under test run as child processes of the same binary (`ugc serve`, or a hidden
+//! role of `ugc bench`), so their memory and CPU can be read from `/proc` and each has its
+//! own embedded ClickHouse engine (chDB allows one per process). The load generator runs
+//! in this process.
+
+mod chart;
+mod client;
+mod load;
+mod procs;
+mod progress;
+mod report;
+mod roles;
+mod suite;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Options of `ugc bench`. Unset numbers take the full suite's defaults, or the quick
+/// run's with `--quick`. Servers the suite starts also read the usual `UGC_*` variables.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Short phases and small volumes: checks that every scenario produces figures, not
+    /// speed. Writes to a temporary directory unless --out is given.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Directory for results.json, results.md and chart.svg [default: bench/results].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+
+    /// Directory under which the runs keep their data (logs, stores), removed at the end
+    /// [default: the system's temporary directory].
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+
+    /// Seconds each load phase is measured [default: 15; quick: 2].
+    #[arg(long)]
+    pub duration_secs: Option<f64>,
+
+    /// Seconds of load before measuring starts [default: 3; quick: 0.5].
+    #[arg(long)]
+    pub warmup_secs: Option<f64>,
+
+    /// Keep-alive HTTP/1.1 connections of the load generator [default: 64; quick: 16].
+    #[arg(long)]
+    pub connections: Option<usize>,
+
+    /// Distinct users, each with its own signed token [default: 1000; quick: 50].
+    #[arg(long)]
+    pub users: Option<usize>,
+
+    /// Events per batch request in scenario 2 [default: 100; quick: 50].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+
+    /// Events in the backlog the loader drains in scenarios 3 and 5 [default: 10000000;
+    /// quick: 20000].
+    #[arg(long)]
+    pub backlog: Option<u64>,
+
+    /// Threads of the load generator; the rest of the machine serves [default: 1].
+    #[arg(long)]
+    pub client_threads: Option<usize>,
+
+    #[arg(long, hide = true, value_enum)]
+    pub internal_role: Option<Role>,
+    #[arg(long, hide = true)]
+    pub internal_dir: Option<PathBuf>,
+}
+
+/// What a child process of the suite does (hidden: only the suite starts these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// An axum handler that reads the body and answers 202: the ceiling of scenario 1.
+    EmptyServer,
+    /// Appends a backlog of events straight to a log, and writes the rows it implies.
+    FillLog,
+    /// Drains the log into a fresh store with the product's loader.
+    Loader,
+    /// Inserts the same rows straight into a fresh store, one statement per table.
+    StraightInsert,
+}
+
+/// The resolved settings of one run.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub quick: bool,
+    pub out: PathBuf,
+    pub work_dir: PathBuf,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub connections: usize,
+    pub users: usize,
+    pub batch_size: usize,
+    pub backlog: u64,
+    pub client_threads: usize,
+    /// Sequential probes on an idle server: the freshness baseline.
+    pub idle_probes: usize,
+    /// How often a probe event is sent under load.
+    pub probe_every: Duration,
+    /// How often the prober asks whether its events are visible.
+    pub poll_every: Duration,
+    /// Requests pre-built for each HTTP phase (the generator cycles through them).
+    pub pool: usize,
+    pub exe: PathBuf,
+    pub chdb_lib: PathBuf,
+}
+
+impl Plan {
+    fn new(a: &BenchArgs) -> anyhow::Result<Self> {
+        let q = a.quick;
+        let pick = |full: f64, quick: f64| if q { quick } else { full };
+        let out = match (&a.out, q) {
+            (Some(o), _) => o.clone(),
+            (None, false) => PathBuf::from("bench/results"),
+            // A quick run checks the harness; it must not overwrite the committed results.
+            (None, true) => {
+                std::env::temp_dir().join(format!("ugc-bench-quick-{}", std::process::id()))
+            }
+        };
+        let plan = Plan {
+            quick: q,
+            out,
+            work_dir: a.work_dir.clone().unwrap_or_else(std::env::temp_dir),
+            warmup: Duration::from_secs_f64(a.warmup_secs.unwrap_or(pick(3.0, 0.5))),
+            duration: Duration::from_secs_f64(a.duration_secs.unwrap_or(pick(15.0, 2.0))),
+            connections: a.connections.unwrap_or(if q { 16 } else { 64 }).max(1),
+            users: a.users.unwrap_or(if q { 50 } else { 1000 }).max(1),
+            batch_size: a
+                .batch_size
+                .unwrap_or(if q { 50 } else { 100 })
+                .clamp(1, 1000),
+            backlog: a
+                .backlog
+                .unwrap_or(if q { 20_000 } else { 10_000_000 })
+                .max(1),
+            client_threads: a.client_threads.unwrap_or(1).max(1),
+            idle_probes: if q { 5 } else { 20 },
+            probe_every: Duration::from_millis(100),
+            poll_every: Duration::from_millis(20),
+            pool: if q { 1024 } else { 8192 },
+            exe: std::env::current_exe()?,
+            chdb_lib: std::env::var_os("UGC_CHDB_LIB")
+                .map(PathBuf::from)
+                .unwrap_or_else(ugc_chdb::default_library_path),
+        };
+        anyhow::ensure!(
+            plan.duration > Duration::ZERO,
+            "--duration-secs must be positive"
+        );
+        anyhow::ensure!(
+            plan.chdb_lib.exists(),
+            "libchdb.so not found at {}: run scripts/fetch-chdb, or set UGC_CHDB_LIB",
+            plan.chdb_lib.display()
+        );
+        Ok(plan)
+    }
+}
+
+/// Runs the suite (or, in a child process, its role) and writes the results.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(role) = args.internal_role {
+        return roles::run(role, &args);
+    }
+    let plan = Plan::new(&args)?;
+    suite::run(&plan)
+}

@@ -1,0 +1,360 @@
+//! The hidden roles of `ugc bench`, each run in a child process of the suite. A role
+//! reports to the suite with JSON lines on stdout (`ready`, `progress`, `result`) and
+//! exits when its stdin closes, so nothing outlives a suite that died.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use ugc_edge::routes::events::record;
+use ugc_loader::{Loader, LoaderConfig};
+use ugc_log::LogProducer;
+use ugc_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
+use ugc_store::chdb::{ChdbConfig, ChdbStore};
+use ugc_store::sql::{self, EventRow, ProgressRow};
+use ugc_store::{EventStore, LogPosition, QueryLimits};
+
+use crate::procs::status_bytes;
+use crate::workload::{Rng, Workload};
+use crate::{BenchArgs, Role};
+
+/// Records per append while filling a backlog (one fsync each).
+const FILL_CHUNK: u64 = 10_000;
+
+pub fn say(v: Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+pub fn run(role: Role, args: &BenchArgs) -> anyhow::Result<()> {
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        std::process::exit(0);
+    });
+    let dir = args
+        .internal_dir
+        .clone()
+        .context("--internal-dir is required")?;
+    match role {
+        Role::EmptyServer => empty_server(),
+        Role::FillLog => fill_log(&dir, args.backlog.unwrap_or(1), args.users.unwrap_or(1)),
+        Role::Loader => loader(&dir, args.backlog.unwrap_or(1)),
+        Role::StraightInsert => straight_insert(&dir, args.backlog.unwrap_or(1)),
+    }
+}
+
+fn rss() -> u64 {
+    status_bytes(std::process::id(), "VmRSS").unwrap_or(0)
+}
+
+fn peak_rss() -> u64 {
+    status_bytes(std::process::id(), "VmHWM").unwrap_or(0)
+}
+
+/// The ceiling of scenario 1: the same runtime, axum and hyper as `ugc serve`, and a
+/// handler that reads the body and does nothing with it.
+fn empty_server() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let app = Router::new()
+                .route(
+                    "/api/v1/events",
+                    post(|_body: Bytes| async { StatusCode::ACCEPTED }),
+                )
+                .route("/readyz", get(|| async { StatusCode::OK }));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            say(json!({"ready": listener.local_addr()?.to_string()}));
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await?;
+            Ok(())
+        })
+}
+
+pub fn events_file(dir: &Path) -> PathBuf {
+    dir.join("events.jsonl")
+}
+
+pub fn progress_file(dir: &Path) -> PathBuf {
+    dir.join("progress.jsonl")
+}
+
+/// Appends `n` events straight to a fresh log in `dir`, exactly as the API would encode
+/// them, and writes the rows the loader will derive from them (for the straight insert).
+fn fill_log(dir: &Path, n: u64, users: usize) -> anyhow::Result<()> {
+    let log = EmbeddedLog::open(&dir.join("log.redb"), EmbeddedLogConfig::default())?;
+    let producer = log.producer();
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let gen_dir = dir.to_owned();
+    // Building events runs beside the appends, so the log's fsyncs overlap with it.
+    let generator = std::thread::spawn(move || -> anyhow::Result<()> {
+        let w = Workload::new(users, false)?;
+        let mut events = BufWriter::with_capacity(1 << 20, File::create(events_file(&gen_dir))?);
+        let mut progress =
+            BufWriter::with_capacity(1 << 20, File::create(progress_file(&gen_dir))?);
+        let mut rng = Rng::new(0xf111);
+        let mut offset = 0u64;
+        while offset < n {
+            let k = FILL_CHUNK.min(n - offset);
+            let mut batch = Vec::with_capacity(k as usize);
+            for j in 0..k {
+                let user = &w.users[rng.below(w.users.len() as u64) as usize];
+                let env = w.envelope(&w.event(&mut rng), user)?;
+                // One appender, a fresh log: offsets are assigned in this order from 0.
+                let pos = LogPosition {
+                    partition: 0,
+                    offset: offset + j,
+                };
+                serde_json::to_writer(&mut events, &EventRow::new(pos, &env))?;
+                events.write_all(b"\n")?;
+                if let Some(p) = ProgressRow::from_event(&env) {
+                    serde_json::to_writer(&mut progress, &p)?;
+                    progress.write_all(b"\n")?;
+                }
+                batch.push(record(&env));
+            }
+            offset += k;
+            if tx.send(batch).is_err() {
+                break;
+            }
+        }
+        events.flush()?;
+        progress.flush()?;
+        Ok(())
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let t0 = Instant::now();
+    let mut done = 0u64;
+    let mut reported = Instant::now();
+    for batch in rx {
+        done += batch.len() as u64;
+        rt.block_on(producer.append(batch))?;
+        if reported.elapsed() >= Duration::from_millis(250) {
+            say(json!({"progress": done}));
+            reported = Instant::now();
+        }
+    }
+    generator
+        .join()
+        .map_err(|_| anyhow::anyhow!("the event generator panicked"))??;
+    let secs = t0.elapsed().as_secs_f64();
+    drop(producer);
+    drop(log);
+    close_cleanly(&dir.join("log.redb"))?;
+    if done != n {
+        bail!("appended {done} of {n} events");
+    }
+    let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    say(json!({"result": {
+        "events": done,
+        "secs": secs,
+        "log_bytes": size(dir.join("log.redb")),
+        "rows_bytes": size(events_file(dir)) + size(progress_file(dir)),
+    }}));
+    Ok(())
+}
+
+/// Waits until the log's writer thread has closed the file. A process that exits before
+/// that leaves redb a file to repair at the next open, and the loader would measure the
+/// repair instead of the drain.
+fn close_cleanly(path: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match redb::Database::open(path) {
+            Ok(db) => {
+                drop(db);
+                return Ok(());
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => bail!("cannot reopen {}: {e}", path.display()),
+        }
+    }
+}
+
+fn chdb_library() -> PathBuf {
+    std::env::var_os("UGC_CHDB_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(ugc_chdb::default_library_path)
+}
+
+/// The engine arguments `ugc serve` passes (its memory cap), so both sides run alike.
+fn engine_args() -> Vec<String> {
+    let max = std::env::var("UGC_CHDB_MAX_MEMORY").unwrap_or_else(|_| "2000000000".into());
+    vec![format!("--max_server_memory_usage={max}")]
+}
+
+fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Scenario 3 (and 5): the product's loader drains the backlog in `dir` into a fresh
+/// store, with the settings `ugc serve` would use; memory is sampled throughout.
+fn loader(dir: &Path, n: u64) -> anyhow::Result<()> {
+    let base = rss();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let cfg = ChdbConfig {
+                library: chdb_library(),
+                data_dir: dir.join("chdb-loader"),
+                engine_args: engine_args(),
+                analyst_max_time: Duration::from_secs(60),
+            };
+            let store = tokio::task::spawn_blocking(move || ChdbStore::open(&cfg)).await??;
+            store.migrate().await?;
+            let with_engine = rss();
+            let opening = Instant::now();
+            let log = EmbeddedLog::open(&dir.join("log.redb"), EmbeddedLogConfig::default())?;
+            let log_open_secs = opening.elapsed().as_secs_f64();
+            let idle = rss();
+            let defaults = LoaderConfig::default();
+            let loader = Loader::new(
+                Box::new(log.consumer()),
+                Arc::new(store.clone()),
+                LoaderConfig {
+                    batch_max_records: env_or("UGC_LOADER_BATCH_MAX", defaults.batch_max_records),
+                    batch_max_wait: Duration::from_millis(env_or(
+                        "UGC_LOADER_BATCH_WAIT_MS",
+                        defaults.batch_max_wait.as_millis() as u64,
+                    )),
+                    ..defaults
+                },
+            );
+            let status = loader.status();
+            let (stop, stop_rx) = watch::channel(false);
+            let t0 = Instant::now();
+            let task = tokio::spawn(loader.run(stop_rx));
+            // Generous: a slow debug build on a busy machine still finishes.
+            let deadline = t0 + Duration::from_secs(600 + n / 1000);
+            let mut timeline = Vec::new();
+            let mut last_sample = t0;
+            let handled = || {
+                status.rows_loaded.load(Ordering::Relaxed)
+                    + status.dead_letters.load(Ordering::Relaxed)
+                    + status.duplicates_dropped.load(Ordering::Relaxed)
+            };
+            loop {
+                let done = handled();
+                if done >= n {
+                    break;
+                }
+                if task.is_finished() {
+                    bail!("the loader stopped after {done} of {n} events");
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "the loader handled {done} of {n} events by the deadline; last error: {:?}",
+                        status.last_error()
+                    );
+                }
+                if last_sample.elapsed() >= Duration::from_millis(250) {
+                    last_sample = Instant::now();
+                    let t = t0.elapsed().as_secs_f64();
+                    timeline.push(json!([t, done, rss()]));
+                    say(json!({"progress": done}));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            timeline.push(json!([secs, handled(), rss()]));
+            let _ = stop.send(true);
+            let _ = task.await;
+            let stored = count_events(&store).await?;
+            say(json!({"result": {
+                "rows": status.rows_loaded.load(Ordering::Relaxed),
+                "dead_letters": status.dead_letters.load(Ordering::Relaxed),
+                "duplicates": status.duplicates_dropped.load(Ordering::Relaxed),
+                "stored": stored,
+                "secs": secs,
+                "rss_base": base,
+                "rss_with_engine": with_engine,
+                "rss_idle": idle,
+                "log_open_secs": log_open_secs,
+                "rss_peak": peak_rss(),
+                "timeline": timeline,
+            }}));
+            Ok(())
+        })
+}
+
+async fn count_events(store: &ChdbStore) -> anyhow::Result<u64> {
+    let rows = store
+        .select(
+            "SELECT count() AS n FROM ugc.events",
+            QueryLimits {
+                max_rows: 1,
+                max_time: Duration::from_secs(60),
+            },
+        )
+        .await?;
+    rows.rows
+        .first()
+        .and_then(|r| r.get("n"))
+        .and_then(Value::as_u64)
+        .context("count() gave no number")
+}
+
+/// Scenario 3's baseline: the very rows the loader derives, inserted into a fresh store
+/// straight from the files, one statement per table (as `clickhouse-client` reading a
+/// file would).
+fn straight_insert(dir: &Path, n: u64) -> anyhow::Result<()> {
+    let data_dir = dir.join("chdb-straight");
+    let cfg = ChdbConfig {
+        library: chdb_library(),
+        data_dir: data_dir.clone(),
+        engine_args: engine_args(),
+        analyst_max_time: Duration::from_secs(60),
+    };
+    // The product's schema, created the product's way; the insert then goes around it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = ChdbStore::open(&cfg)?;
+    rt.block_on(store.migrate())?;
+    let lib = ugc_chdb::Library::load(&cfg.library)?;
+    let mut conn = ugc_chdb::Connection::open(&lib, &data_dir, &[])?;
+    let t0 = Instant::now();
+    for (table, file) in [
+        ("events", events_file(dir)),
+        ("progress", progress_file(dir)),
+    ] {
+        let q = format!(
+            "INSERT INTO ugc.{table} FROM INFILE {} SETTINGS async_insert = 0 FORMAT JSONEachRow",
+            sql::quote(&file.to_string_lossy())
+        );
+        conn.query(&q, "TabSeparated")
+            .with_context(|| format!("statement failed: {q}"))?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let stored = rt.block_on(count_events(&store))?;
+    if stored != n {
+        bail!("the straight insert stored {stored} of {n} rows");
+    }
+    say(json!({"result": {"rows": stored, "secs": secs, "rss_peak": peak_rss()}}));
+    Ok(())
+}

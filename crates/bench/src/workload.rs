@@ -1,0 +1,241 @@
+//! What the load looks like: many users with real signed tokens, and a viewer's event mix
+//! (mostly position reports, some pauses, quality switches and page views).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use ugc_edge::auth::{AuthConfig, mint_hs256};
+use ugc_edge::routes::events::{enrich, record};
+use ugc_log::OutRecord;
+use ugc_model::{Envelope, Timestamp, UserId, parse_event};
+use uuid::Uuid;
+
+/// The HS256 secret of every server the suite starts; tokens are minted with it.
+pub const SECRET: &str = "ugc-bench-hs256-secret-0123456789abcdef";
+
+/// Films viewers watch; a catalogue, not one hot key.
+const FILMS: usize = 500;
+
+/// xorshift64*: fast and reproducible, so every process of a run builds the same events.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    pub fn uuid(&mut self) -> Uuid {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.next().to_le_bytes());
+        b[8..].copy_from_slice(&self.next().to_le_bytes());
+        uuid::Builder::from_random_bytes(b).into_uuid()
+    }
+}
+
+pub struct User {
+    pub id: UserId,
+    pub token: String,
+}
+
+pub struct Workload {
+    pub users: Vec<User>,
+    films: Vec<Uuid>,
+}
+
+pub fn auth_config() -> AuthConfig {
+    AuthConfig {
+        hs_secret: Some(SECRET.into()),
+        ..AuthConfig::default()
+    }
+}
+
+/// A token for `user` with `roles`, valid for a day (longer than any run).
+pub fn token(user: &UserId, roles: &[String]) -> anyhow::Result<String> {
+    Ok(mint_hs256(
+        &auth_config(),
+        user,
+        roles,
+        Duration::from_secs(24 * 3600),
+    )?)
+}
+
+impl Workload {
+    /// `with_tokens`: processes that only build log records need no tokens.
+    pub fn new(users: usize, with_tokens: bool) -> anyhow::Result<Self> {
+        let mut rng = Rng::new(0x5eed);
+        let films = (0..FILMS).map(|_| rng.uuid()).collect();
+        let auth = auth_config();
+        let users = (0..users)
+            .map(|_| {
+                let id = UserId::parse(rng.uuid().to_string()).map_err(anyhow::Error::msg)?;
+                let token = if with_tokens {
+                    mint_hs256(&auth, &id, &[], Duration::from_secs(24 * 3600))?
+                } else {
+                    String::new()
+                };
+                Ok(User { id, token })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { users, films })
+    }
+
+    /// One event as a client sends it. The mix: 80% view_progress, 8% pause,
+    /// 5% quality_change, 6% page_view, 1% full_view.
+    pub fn event(&self, rng: &mut Rng) -> Value {
+        let film = self.films[rng.below(self.films.len() as u64) as usize].to_string();
+        let position = rng.below(7200);
+        match rng.below(100) {
+            0..80 => json!({"type":"view_progress","film_id":film,"film_timestamp":position}),
+            80..88 => json!({"type":"pause","film_id":film,"position":position}),
+            88..93 => {
+                const Q: [&str; 4] = ["480p", "720p", "1080p", "auto"];
+                let from = Q[rng.below(4) as usize];
+                let to = Q[rng.below(4) as usize];
+                json!({"type":"quality_change","film_id":film,"from":from,"to":to,"position":position})
+            }
+            93..99 => {
+                const PAGES: [&str; 7] = [
+                    "films_list",
+                    "film",
+                    "film_search",
+                    "genres",
+                    "genre",
+                    "person",
+                    "person_search",
+                ];
+                let page = PAGES[rng.below(7) as usize];
+                json!({"type":"page_view","page":page,"params":{"page_number": rng.below(20) + 1}})
+            }
+            _ => json!({"type":"full_view","film_id":film}),
+        }
+    }
+
+    /// What the API would append for `event` from `user`: the same parse and enrichment.
+    pub fn envelope(&self, event: &Value, user: &User) -> anyhow::Result<Envelope> {
+        let incoming = parse_event(event)
+            .map_err(|e| anyhow::anyhow!("the workload built an invalid event: {e:?}"))?;
+        Ok(enrich(
+            incoming,
+            Some(&user.id),
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            Timestamp::now(),
+        ))
+    }
+
+    /// `n` single-event requests, spread over all users.
+    pub fn single_pool(&self, n: usize, host: &str) -> Vec<Vec<u8>> {
+        let mut rng = Rng::new(0x51);
+        (0..n)
+            .map(|i| {
+                let user = &self.users[i % self.users.len()];
+                let body = serde_json::to_vec(&self.event(&mut rng)).unwrap_or_default();
+                http_request(
+                    "POST",
+                    "/api/v1/events",
+                    host,
+                    Some(&user.token),
+                    Some(&body),
+                )
+            })
+            .collect()
+    }
+
+    /// `n` batch requests of `size` events each, with the log records the API would
+    /// append for each (the baseline of scenario 2 appends exactly those).
+    pub fn batch_pool(
+        &self,
+        n: usize,
+        size: usize,
+        host: &str,
+    ) -> anyhow::Result<(Vec<Vec<u8>>, Vec<Vec<OutRecord>>)> {
+        let mut rng = Rng::new(0xba7c);
+        let mut requests = Vec::with_capacity(n);
+        let mut records = Vec::with_capacity(n);
+        for i in 0..n {
+            let user = &self.users[i % self.users.len()];
+            let events: Vec<Value> = (0..size).map(|_| self.event(&mut rng)).collect();
+            let body = serde_json::to_vec(&events)?;
+            requests.push(http_request(
+                "POST",
+                "/api/v1/events/batch",
+                host,
+                Some(&user.token),
+                Some(&body),
+            ));
+            records.push(
+                events
+                    .iter()
+                    .map(|e| self.envelope(e, user).map(|env| record(&env)))
+                    .collect::<anyhow::Result<_>>()?,
+            );
+        }
+        Ok((requests, records))
+    }
+}
+
+/// A complete HTTP/1.1 request, keep-alive, ready to write to a socket.
+pub fn http_request(
+    method: &str,
+    path: &str,
+    host: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    if let Some(t) = token {
+        r.push_str("Authorization: Bearer ");
+        r.push_str(t);
+        r.push_str("\r\n");
+    }
+    let mut r = r.into_bytes();
+    match body {
+        Some(b) => {
+            r.extend_from_slice(
+                format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    b.len()
+                )
+                .as_bytes(),
+            );
+            r.extend_from_slice(b);
+        }
+        None => r.extend_from_slice(b"\r\n"),
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_generated_event_is_valid_and_the_mix_is_mostly_progress() {
+        let w = Workload::new(3, false).unwrap();
+        let mut rng = Rng::new(7);
+        let mut progress = 0;
+        for _ in 0..2000 {
+            let e = w.event(&mut rng);
+            parse_event(&e).unwrap_or_else(|errs| panic!("{e}: {errs:?}"));
+            if e["type"] == "view_progress" {
+                progress += 1;
+            }
+        }
+        assert!((1400..1800).contains(&progress), "{progress} of 2000");
+    }
+}

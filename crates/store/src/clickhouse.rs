@@ -1,0 +1,646 @@
+//! A ClickHouse server, or a cluster, over its HTTP interface.
+//!
+//! The SQL is [`sql`]'s, the same as the embedded engine's, built for the server's
+//! [`Dialect`] (detected with `SELECT version()` when connecting) and, for a cluster,
+//! over replicated local tables behind `Distributed` tables of the usual names.
+//!
+//! Transport: the official `clickhouse` crate (hyper; ClickHouse's LZ4 framing for
+//! inserts). Its typed rows are not used: its RowBinary layouts differ by server version
+//! (DateTime64 vs DateTime) and its typed SELECT does not work against 18.16. Rows go
+//! in as JSONEachRow built by [`sql`] (the embedded engine's rows, LZ4-compressed on the
+//! wire), and results come back as JSONEachRow/JSON text, typed on our side.
+//!
+//! Cluster inserts go into the `Distributed` tables with `insert_distributed_sync = 1`:
+//! one request; the server splits the block by the same shard key the reads use; the
+//! call returns only once every shard has its part, so the loader never commits rows
+//! a shard does not hold; and each shard's part of a retried batch is the same block as
+//! before, which its replicated table drops. Per-shard inserts from here would need the
+//! topology and the hash on our side for no gain in safety.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use ugc_model::{EventId, FilmId, UserId};
+
+use crate::chdb::parse_json_format;
+use crate::sql::{self, DeadLetterRow, Dialect, EventRow, ProgressOut, ProgressRow, Schema};
+use crate::{EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct ClickHouseConfig {
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub database: String,
+    /// The cluster's name in the servers' `remote_servers`, for a cluster.
+    pub cluster: Option<String>,
+    /// Time limit of analysts' queries.
+    pub analyst_max_time: Duration,
+    /// Longest any one request may take before it counts as failed.
+    pub request_timeout: Duration,
+    /// Attempts per call on transient errors, and the first and longest pause between them.
+    pub attempts: u32,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl ClickHouseConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            user: None,
+            password: None,
+            database: sql::DATABASE.to_owned(),
+            cluster: None,
+            analyst_max_time: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+            attempts: 3,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct ClickHouseStore {
+    client: ::clickhouse::Client,
+    /// The same, compressing request bodies.
+    inserter: ::clickhouse::Client,
+    analyst: ::clickhouse::Client,
+    schema: Schema,
+    config: ClickHouseConfig,
+    /// Tokens of inserts whose outcome is unknown, on servers that cannot drop a
+    /// retried insert themselves (18.16 on one node): their next attempt checks first.
+    uncertain: Mutex<HashSet<String>>,
+}
+
+impl ClickHouseStore {
+    /// Connects and detects the server's version. Fails with `Unavailable` while the
+    /// server does not answer (after the configured retries).
+    pub async fn connect(config: ClickHouseConfig) -> Result<Self, StoreError> {
+        // Answers uncompressed: 18.16 sends an empty body for `compress=1` over HTTP,
+        // and what we read is small. Inserts, the bulk of the bytes, go LZ4-compressed.
+        let mut client = ::clickhouse::Client::default()
+            .with_url(config.url.trim_end_matches('/'))
+            .with_compression(::clickhouse::Compression::None)
+            .with_validation(false);
+        if let Some(u) = &config.user {
+            client = client.with_user(u);
+        }
+        if let Some(p) = &config.password {
+            client = client.with_password(p);
+        }
+        if config.cluster.is_some() {
+            // Reads and writes prefer the same replicas (the node we talk to for its own
+            // shard, then the first live replica in config order), so a viewer reads
+            // what was just written; a failed replica is skipped for both.
+            client = client
+                .with_option("insert_distributed_sync", "1")
+                .with_option("load_balancing", "in_order");
+        }
+        let inserter = client
+            .clone()
+            .with_compression(::clickhouse::Compression::Lz4);
+        let mut analyst = client.clone();
+        for (k, v) in sql::analyst_settings(config.analyst_max_time.as_secs()) {
+            analyst = analyst.with_option(k, v);
+        }
+        let mut store = Self {
+            client,
+            inserter,
+            analyst,
+            schema: Schema {
+                database: config.database.clone(),
+                dialect: Dialect::CURRENT,
+                cluster: config.cluster.clone(),
+            },
+            config,
+            uncertain: Mutex::default(),
+        };
+        let version = store.text("SELECT version()".into()).await?;
+        store.schema.dialect = Dialect::from_version(&version).map_err(StoreError::Rejected)?;
+        tracing::info!(
+            url = %store.config.url,
+            version = version.trim(),
+            cluster = store.schema.cluster.as_deref().unwrap_or("-"),
+            dedup = store.dedup_mechanism(),
+            "connected to ClickHouse"
+        );
+        Ok(store)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.schema.dialect
+    }
+
+    /// How a retried insert of the same batch is dropped on this server (see
+    /// [`sql::insert_statement`]).
+    pub fn dedup_mechanism(&self) -> &'static str {
+        match (
+            self.schema.dialect.dedup_token,
+            self.schema.cluster.is_some(),
+        ) {
+            (true, true) => "insert_deduplication_token on replicated tables",
+            (true, false) => "insert_deduplication_token (non_replicated_deduplication_window)",
+            (false, true) => "replicated block dedup of identical retried blocks",
+            (false, false) => "log positions checked before a retried insert",
+        }
+    }
+
+    fn server_drops_retries(&self) -> bool {
+        self.schema.dialect.dedup_token || self.schema.cluster.is_some()
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or runs out of attempts; transient
+    /// failures wait with exponential backoff and jitter.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut pause = self.config.retry_min;
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(StoreError::Unavailable(e)) if attempt < self.config.attempts => {
+                    tracing::debug!(what, attempt, error = %e, "ClickHouse call failed; retrying");
+                    tokio::time::sleep(jitter(pause)).await;
+                    pause = (pause * 2).min(self.config.retry_max);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        client: &::clickhouse::Client,
+        sql: &str,
+        format: &str,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, StoreError> {
+        // The crate reads `?` as a bind marker; `??` is a literal `?`.
+        let query = client.query(&sql.replace('?', "??"));
+        let run = async {
+            let mut cursor = query.fetch_bytes(format).map_err(classify)?;
+            cursor.collect().await.map_err(classify)
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "no answer within {timeout:?}"
+                )))
+            })
+    }
+
+    async fn text(&self, sql: String) -> Result<String, StoreError> {
+        let out = self
+            .retrying("query", || {
+                self.fetch(
+                    &self.client,
+                    &sql,
+                    "TabSeparated",
+                    self.config.request_timeout,
+                )
+            })
+            .await?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    async fn execute(&self, sql: String) -> Result<(), StoreError> {
+        self.text(sql).await.map(drop)
+    }
+
+    async fn rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: String,
+    ) -> Result<Vec<T>, StoreError> {
+        let out = self
+            .retrying("query", || {
+                self.fetch(
+                    &self.client,
+                    &sql,
+                    "JSONEachRow",
+                    self.config.request_timeout,
+                )
+            })
+            .await?;
+        out.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice(l)
+                    .map_err(|e| StoreError::Unavailable(format!("unreadable store output: {e}")))
+            })
+            .collect()
+    }
+
+    /// One INSERT of pre-serialized JSONEachRow lines. On servers that drop a retried
+    /// block it is retried here; elsewhere the caller decides (an attempt that failed
+    /// may still have stored the rows).
+    async fn insert_body(&self, table: &str, token: &str, body: &[u8]) -> Result<(), StoreError> {
+        if body.is_empty() {
+            return Ok(());
+        }
+        let statement = sql::insert_statement(&self.schema, table, token);
+        let once = || async {
+            let mut insert = self.inserter.insert_formatted_with(statement.clone());
+            let run = async {
+                insert
+                    .send(bytes::Bytes::copy_from_slice(body))
+                    .await
+                    .map_err(classify)?;
+                insert.end().await.map_err(classify)
+            };
+            tokio::time::timeout(self.config.request_timeout, run)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(format!(
+                        "insert not confirmed within {:?}",
+                        self.config.request_timeout
+                    )))
+                })
+                .map_err(for_insert)
+        };
+        if self.server_drops_retries() {
+            self.retrying("insert", once).await
+        } else {
+            once().await
+        }
+    }
+
+    /// Without server-side dedup: what of a batch whose earlier attempt failed is
+    /// already stored, by log position (events, dead letters) and event id (progress).
+    async fn already_stored(
+        &self,
+        batch: &StoreBatch,
+    ) -> Result<(HashSet<(u32, u64)>, HashSet<uuid::Uuid>), StoreError> {
+        let mut ranges: HashMap<u32, (u64, u64)> = HashMap::new();
+        let positions = batch
+            .events
+            .iter()
+            .map(|(p, _)| p)
+            .chain(batch.dead_letters.iter().map(|d| &d.position));
+        for p in positions {
+            let r = ranges.entry(p.partition).or_insert((p.offset, p.offset));
+            r.0 = r.0.min(p.offset);
+            r.1 = r.1.max(p.offset);
+        }
+        #[derive(serde::Deserialize)]
+        struct Offset {
+            log_offset: serde_json::Value,
+        }
+        let mut stored = HashSet::new();
+        for (partition, (from, to)) in ranges {
+            for table in ["events", "dead_letters"] {
+                let rows: Vec<Offset> = self
+                    .rows(sql::stored_offsets(
+                        &self.schema,
+                        table,
+                        partition,
+                        from,
+                        to,
+                    ))
+                    .await?;
+                for r in rows {
+                    let offset = match &r.log_offset {
+                        serde_json::Value::Number(n) => n.as_u64(),
+                        serde_json::Value::String(s) => s.parse().ok(),
+                        _ => None,
+                    };
+                    if let Some(o) = offset {
+                        stored.insert((partition, o));
+                    }
+                }
+            }
+        }
+        let ids: Vec<uuid::Uuid> = batch
+            .events
+            .iter()
+            .map(|(_, e)| *e.event_id.as_uuid())
+            .collect();
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: uuid::Uuid,
+        }
+        let mut progress = HashSet::new();
+        for chunk in ids.chunks(5000) {
+            let rows: Vec<Id> = self
+                .rows(sql::stored_progress_ids(&self.schema, chunk))
+                .await?;
+            progress.extend(rows.into_iter().map(|r| r.id));
+        }
+        Ok((stored, progress))
+    }
+
+    fn mark_uncertain(&self, token: &str, uncertain: bool) {
+        if let Ok(mut set) = self.uncertain.lock() {
+            if uncertain {
+                set.insert(token.to_owned());
+            } else {
+                set.remove(token);
+            }
+        }
+    }
+
+    async fn insert_batch(&self, batch: &StoreBatch) -> Result<(), StoreError> {
+        let d = self.schema.dialect;
+        let check = !self.server_drops_retries()
+            && self
+                .uncertain
+                .lock()
+                .map(|s| s.contains(&batch.token))
+                .unwrap_or(true);
+        let (stored, stored_progress) = if check {
+            self.already_stored(batch).await?
+        } else {
+            Default::default()
+        };
+        let fresh = |p: &crate::LogPosition| !stored.contains(&(p.partition, p.offset));
+        let mut events = Vec::new();
+        let mut progress = Vec::new();
+        for (p, e) in &batch.events {
+            if fresh(p) {
+                serde_json::to_writer(&mut events, &EventRow::for_dialect(&d, *p, e))
+                    .map_err(|e| StoreError::Rejected(e.to_string()))?;
+                events.push(b'\n');
+            }
+            let row = ProgressRow::for_dialect(&d, e)
+                .filter(|_| !stored_progress.contains(e.event_id.as_uuid()));
+            if let Some(row) = row {
+                serde_json::to_writer(&mut progress, &row)
+                    .map_err(|e| StoreError::Rejected(e.to_string()))?;
+                progress.push(b'\n');
+            }
+        }
+        let mut dead = Vec::new();
+        for dl in batch.dead_letters.iter().filter(|dl| fresh(&dl.position)) {
+            let row = DeadLetterRow {
+                log_partition: dl.position.partition,
+                log_offset: dl.position.offset,
+                reason: &dl.reason,
+                payload: String::from_utf8_lossy(&dl.payload).into_owned(),
+            };
+            serde_json::to_writer(&mut dead, &row)
+                .map_err(|e| StoreError::Rejected(e.to_string()))?;
+            dead.push(b'\n');
+        }
+        // Each table gets its own token derived from the batch's: the dedup window is per
+        // table, and an insert that died between tables is completed on retry.
+        self.insert_body("events", &format!("{}:events", batch.token), &events)
+            .await?;
+        self.insert_body("progress", &format!("{}:progress", batch.token), &progress)
+            .await?;
+        self.insert_body("dead_letters", &format!("{}:dead", batch.token), &dead)
+            .await
+    }
+}
+
+#[async_trait]
+impl EventStore for ClickHouseStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let s = &self.schema;
+        // A distributed DDL that times out waiting for a node is not a bad statement.
+        let ddl = |stmt: String| async move {
+            self.execute(stmt).await.map_err(|e| match e {
+                StoreError::Timeout(_) => {
+                    StoreError::Unavailable("DDL not confirmed by every node".into())
+                }
+                e => e,
+            })
+        };
+        ddl(sql::create_database(s)).await?;
+        for stmt in sql::create_migrations(s) {
+            ddl(stmt).await?;
+        }
+        #[derive(serde::Deserialize)]
+        struct Applied {
+            version: u32,
+        }
+        let applied: Vec<u32> = self
+            .rows::<Applied>(sql::applied_migrations(s))
+            .await?
+            .into_iter()
+            .map(|a| a.version)
+            .collect();
+        for m in sql::MIGRATIONS
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+        {
+            for stmt in (m.statements)(s) {
+                ddl(stmt).await?;
+            }
+            self.execute(sql::record_migration(s, m)).await?;
+            tracing::info!(
+                version = m.version,
+                name = m.name,
+                "schema migration applied"
+            );
+        }
+        Ok(())
+    }
+
+    async fn insert(&self, batch: &StoreBatch) -> Result<(), StoreError> {
+        let result = self.insert_batch(batch).await;
+        if !self.server_drops_retries() {
+            // A refused batch stored nothing; any other failure may have stored part.
+            self.mark_uncertain(
+                &batch.token,
+                matches!(
+                    result,
+                    Err(StoreError::Unavailable(_) | StoreError::Timeout(_))
+                ),
+            );
+        }
+        result
+    }
+
+    async fn film_progress(
+        &self,
+        user: &UserId,
+        film: FilmId,
+    ) -> Result<Option<Progress>, StoreError> {
+        let rows: Vec<ProgressOut> = self
+            .rows(sql::film_progress(&self.schema, user, film))
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|r| r.into_progress().map_err(StoreError::Unavailable))
+            .transpose()
+    }
+
+    async fn continue_watching(
+        &self,
+        user: &UserId,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<Progress>, StoreError> {
+        let rows: Vec<ProgressOut> = self
+            .rows(sql::continue_watching(&self.schema, user, limit, offset))
+            .await?;
+        rows.into_iter()
+            .map(|r| r.into_progress().map_err(StoreError::Unavailable))
+            .collect()
+    }
+
+    async fn select(&self, sql: &str, limits: QueryLimits) -> Result<QueryRows, StoreError> {
+        let wrapped = sql::analyst_select(sql, limits.max_rows);
+        // The server enforces max_execution_time; the client waits a little longer.
+        let wait = limits.max_time + Duration::from_secs(5);
+        let out = self
+            .retrying("select", || {
+                self.fetch(&self.analyst, &wrapped, "JSON", wait)
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Timeout(_) => StoreError::Timeout(limits.max_time),
+                e => e,
+            })?;
+        parse_json_format(&out, limits.max_rows)
+    }
+
+    async fn recent_event_ids(
+        &self,
+        window: Duration,
+        limit: usize,
+    ) -> Result<Vec<EventId>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            id: uuid::Uuid,
+        }
+        let rows: Vec<Row> = self
+            .rows(sql::recent_event_ids(&self.schema, window.as_secs(), limit))
+            .await?;
+        Ok(rows.into_iter().map(|r| EventId::from(r.id)).collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // One attempt, a short wait: readiness must answer quickly, not retry.
+        self.fetch(
+            &self.client,
+            sql::PING,
+            "TabSeparated",
+            Duration::from_secs(5),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// ClickHouse error codes that mean "not now" rather than "never": timeouts, overload,
+/// lost connections between nodes, ZooKeeper trouble, read-only replicas.
+const TRANSIENT: &[u32] = &[
+    3,    // UNEXPECTED_END_OF_FILE
+    32,   // ATTEMPT_TO_READ_AFTER_EOF (a peer closed the connection)
+    173,  // CANNOT_ALLOCATE_MEMORY
+    198,  // DNS_ERROR
+    202,  // TOO_MANY_SIMULTANEOUS_QUERIES
+    203,  // NO_FREE_CONNECTION
+    209,  // SOCKET_TIMEOUT
+    210,  // NETWORK_ERROR
+    225,  // NO_ZOOKEEPER
+    236,  // ABORTED
+    241,  // MEMORY_LIMIT_EXCEEDED
+    242,  // TABLE_IS_READ_ONLY (a replica without its ZooKeeper session)
+    243,  // NOT_ENOUGH_SPACE
+    252,  // TOO_MANY_PARTS
+    279,  // ALL_CONNECTION_TRIES_FAILED
+    285,  // TOO_FEW_LIVE_REPLICAS
+    286,  // UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE
+    319,  // UNKNOWN_STATUS_OF_INSERT
+    394,  // QUERY_WAS_CANCELLED
+    425,  // SYSTEM_ERROR
+    999,  // KEEPER_EXCEPTION
+    1000, // POCO_EXCEPTION (mostly network)
+];
+const TIMEOUT_EXCEEDED: u32 = 159;
+const TOO_SLOW: u32 = 160;
+
+/// Codes that say the rows themselves are bad: only these make an insert `Rejected`
+/// (and so its rows dead letters). Anything else wrong with an insert (a missing table,
+/// a read-only user) is the deployment's fault, and the loader waits for it to be fixed.
+const BAD_DATA: &[u32] = &[6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 321, 376];
+
+/// The `Code: N` ClickHouse puts at the start of every error.
+fn error_code(message: &str) -> Option<u32> {
+    let at = message.find("Code: ")? + "Code: ".len();
+    let digits: String = message[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn classify(e: ::clickhouse::error::Error) -> StoreError {
+    use ::clickhouse::error::Error as E;
+    match e {
+        E::BadResponse(msg) => match error_code(&msg) {
+            Some(TIMEOUT_EXCEEDED | TOO_SLOW) => StoreError::Timeout(Duration::ZERO),
+            Some(code) if TRANSIENT.contains(&code) => StoreError::Unavailable(msg),
+            Some(_) => StoreError::Rejected(msg),
+            // No ClickHouse error: a proxy or a dying server (5xx without a body).
+            None => StoreError::Unavailable(msg),
+        },
+        E::InvalidParams(e) => StoreError::Rejected(e.to_string()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// An insert is `Rejected` only for bad rows; a time limit is just "not now".
+fn for_insert(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Rejected(msg) if !error_code(&msg).is_some_and(|c| BAD_DATA.contains(&c)) => {
+            StoreError::Unavailable(msg)
+        }
+        StoreError::Timeout(_) => StoreError::Unavailable("insert timed out".into()),
+        e => e,
+    }
+}
+
+/// A pause in [50%, 100%] of `d`, so that many clients do not retry in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    d.mul_f64(0.5 + (nanos % 1000) as f64 / 2000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_classify() {
+        let bad = |m: &str| classify(::clickhouse::error::Error::BadResponse(m.into()));
+        assert!(matches!(
+            bad("Code: 62, e.displayText() = DB::Exception: Syntax error"),
+            StoreError::Rejected(_)
+        ));
+        assert!(matches!(
+            bad("Code: 279, e.displayText() = All connection tries failed"),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            bad("Code: 159. DB::Exception: Timeout exceeded"),
+            StoreError::Timeout(_)
+        ));
+        assert!(matches!(
+            bad("503 Service Unavailable"),
+            StoreError::Unavailable(_)
+        ));
+        // A missing table stalls the loader rather than dead-lettering every row.
+        assert!(matches!(
+            for_insert(bad(
+                "Code: 60, e.displayText() = Table ugc.events doesn't exist"
+            )),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            for_insert(bad("Code: 117, e.displayText() = Unknown field")),
+            StoreError::Rejected(_)
+        ));
+    }
+}

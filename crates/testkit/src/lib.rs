@@ -1,0 +1,10 @@
+//! Real servers for tests, run as plain processes under temp dirs on free ports.
+//! Nothing here is a mock: start-up polls for readiness with a deadline and fails loudly
+//! (with the server's log) when a server does not come up.
+
+pub mod clickhouse;
+pub mod tansu;
+
+pub use clickhouse::{
+    CLUSTER_NAME, ClickHouse, Cluster, SharedServer, ZooKeeper, shared_cluster, shared_single,
+};

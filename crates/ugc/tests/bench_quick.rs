@@ -1,0 +1,91 @@
+//! Black-box: `ugc bench --quick` runs every scenario against real servers it starts
+//! itself and writes its results. It checks that the harness works, not speed.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[test]
+fn bench_quick_measures_every_scenario_against_its_baseline_and_writes_results() {
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let run = Command::new(env!("CARGO_BIN_EXE_ugc"))
+        .args(["bench", "--quick", "--out"])
+        .arg(out.path())
+        .arg("--work-dir")
+        .arg(work.path())
+        .output()
+        .expect("cannot run ugc bench");
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "ugc bench --quick failed ({}):\n{stdout}\n{stderr}",
+        run.status
+    );
+    assert!(
+        took < Duration::from_secs(120),
+        "a quick run must finish in under two minutes, took {took:?}"
+    );
+
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    let outcomes = results["outcomes"].as_array().expect("outcomes");
+    for id in ["1", "2", "3", "4", "5a", "5b"] {
+        let o = outcomes
+            .iter()
+            .find(|o| o["id"] == id && o["backend"] == "embedded log + chDB")
+            .unwrap_or_else(|| panic!("no outcome for scenario {id}: {results:#}"));
+        assert_eq!(o["status"], "ok", "scenario {id}: {o:#}");
+        for side in ["figure", "baseline"] {
+            let v = o[side]["value"].as_f64().unwrap_or(0.0);
+            assert!(v > 0.0, "scenario {id}: {side} is {v}: {o:#}");
+        }
+        let ratio = o["ratio"].as_f64().unwrap_or(0.0);
+        assert!(ratio > 0.0, "scenario {id}: ratio {ratio}");
+        assert!(
+            o["target"]["text"].is_string(),
+            "scenario {id} has a target"
+        );
+    }
+    // Backends the product does not have yet are listed as such, not silently left out.
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o["backend"] == "Kafka-protocol broker" && o["status"] == "not available yet")
+    );
+    // Every HTTP phase has its percentiles.
+    for o in outcomes
+        .iter()
+        .filter(|o| ["1", "2"].contains(&o["id"].as_str().unwrap_or("")))
+    {
+        if o["status"] == "ok" {
+            assert!(
+                o["figure"]["latency_ms"]["p999"].as_f64().unwrap_or(0.0) > 0.0,
+                "{o:#}"
+            );
+        }
+    }
+
+    let md = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(
+        md.contains("| 1 single-event ingest (embedded log + chDB) | ≥ 60% |"),
+        "{md}"
+    );
+    let svg = std::fs::read_to_string(out.path().join("chart.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("Latency percentiles"),
+        "chart.svg"
+    );
+    assert!(
+        stdout.contains("single-event ingest"),
+        "the table is printed: {stdout}"
+    );
+    assert!(
+        std::fs::read_dir(work.path()).unwrap().next().is_none(),
+        "the run removes its data"
+    );
+}

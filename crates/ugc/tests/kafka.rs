@@ -1,0 +1,479 @@
+//! Black-box: ugc with Kafka as the log, against a real Kafka-protocol broker (tansu, a
+//! child process on a free port). A poison record goes to the dead-letter topic; a
+//! stopped broker gives quick 503s and, once back, exact totals; loaders sharing a
+//! consumer group — one killed with -9 mid-load, a third joining — store every
+//! acknowledged event exactly once.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Server, kafka_args, new_user};
+use serde_json::{Value, json};
+use ugc_testkit::tansu::{Storage, Tansu};
+
+const FILM: &str = "1ec4cd73-2fd5-4f25-af68-b6595d279af2";
+const PAGE: usize = 50_000;
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// What the load tasks share with the test.
+#[derive(Default)]
+struct Load {
+    stop: AtomicBool,
+    acked: AtomicU64,
+    /// 503s answered, and the slowest of them.
+    refused: AtomicU64,
+    slowest_refusal_ms: AtomicU64,
+    failure: Mutex<Option<String>>,
+}
+
+impl Load {
+    fn fail(&self, msg: String) {
+        self.failure.lock().unwrap().get_or_insert(msg);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn check(&self) {
+        if let Some(f) = self.failure.lock().unwrap().clone() {
+            panic!("{f}");
+        }
+    }
+}
+
+/// Posts batches of `size` fresh events, for each of `tokens`' users in turn, pausing
+/// `pause` between requests, until told to stop; returns the ids acknowledged with 202. Anything but 202 or 503 (with Retry-After) is a failure; an
+/// answer that never comes counts as not acknowledged.
+async fn load(
+    http: reqwest::Client,
+    url: String,
+    tokens: Vec<String>,
+    size: usize,
+    pause: Duration,
+    shared: Arc<Load>,
+) -> Vec<String> {
+    let mut acked = Vec::new();
+    for token in tokens.iter().cycle() {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        let ids: Vec<String> = (0..size)
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect();
+        let batch: Vec<Value> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| json!({"type":"view_progress","film_id":FILM,"film_timestamp":i,"event_id":id}))
+            .collect();
+        let t = Instant::now();
+        let Ok(r) = http.post(&url).bearer_auth(token).json(&batch).send().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let took = t.elapsed();
+        let status = r.status().as_u16();
+        let retry_after = r.headers().contains_key("retry-after");
+        let body: Option<Value> = r.json().await.ok();
+        match (status, body) {
+            (202, Some(body)) if body["accepted"].as_u64() == Some(size as u64) => {
+                shared.acked.fetch_add(size as u64, Ordering::SeqCst);
+                acked.extend(ids);
+            }
+            (503, _) if retry_after => {
+                shared.refused.fetch_add(1, Ordering::SeqCst);
+                shared
+                    .slowest_refusal_ms
+                    .fetch_max(took.as_millis() as u64, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (status, body) => {
+                shared.fail(format!("a valid batch got {status}: {body:?}"));
+                break;
+            }
+        }
+    }
+    acked
+}
+
+/// `tasks` concurrent loads, task `i` posting for the users of `tokens[i % len]`.
+fn start_load(
+    api: &Server,
+    tokens: &[Vec<String>],
+    tasks: usize,
+    size: usize,
+    pause: Duration,
+) -> (Arc<Load>, Vec<tokio::task::JoinHandle<Vec<String>>>) {
+    let shared = Arc::new(Load::default());
+    let url = format!("{}/api/v1/events/batch", api.base);
+    let handles = (0..tasks)
+        .map(|i| {
+            tokio::spawn(load(
+                api.http.clone(),
+                url.clone(),
+                tokens[i % tokens.len()].clone(),
+                size,
+                pause,
+                shared.clone(),
+            ))
+        })
+        .collect();
+    (shared, handles)
+}
+
+async fn stop_load(
+    shared: &Load,
+    handles: Vec<tokio::task::JoinHandle<Vec<String>>>,
+) -> HashSet<String> {
+    shared.stop.store(true, Ordering::SeqCst);
+    let mut acked = HashSet::new();
+    for h in handles {
+        acked.extend(h.await.expect("load task"));
+    }
+    shared.check();
+    acked
+}
+
+/// Waits until `acked` grows past `n`, failing on a load failure or at the deadline.
+async fn wait_acked(shared: &Load, n: u64, within: Duration, why: &str) {
+    let deadline = Instant::now() + within;
+    while shared.acked.load(Ordering::SeqCst) < n {
+        shared.check();
+        assert!(
+            Instant::now() < deadline,
+            "{why}: only {} acknowledged within {within:?}",
+            shared.acked.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `user_id IN (...)` for `users`.
+fn of_users(users: &[String]) -> String {
+    let list: Vec<String> = users.iter().map(|u| format!("'{u}'")).collect();
+    format!("user_id IN ({})", list.join(", "))
+}
+
+/// Every stored event id of `users` with its row count (paged; no FINAL).
+async fn stored(api: &Server, users: &[String]) -> HashMap<String, u64> {
+    let mut out: HashMap<String, u64> = HashMap::new();
+    let mut offset = 0;
+    loop {
+        let rows = api
+            .sql(&format!(
+                "SELECT toString(event_id) AS id FROM ugc.events WHERE {} \
+                 ORDER BY event_id LIMIT {PAGE} OFFSET {offset}",
+                of_users(users)
+            ))
+            .await;
+        for r in &rows {
+            *out.entry(r["id"].as_str().expect("id").to_owned())
+                .or_default() += 1;
+        }
+        if rows.len() < PAGE {
+            return out;
+        }
+        offset += PAGE;
+    }
+}
+
+/// Waits until every acknowledged id of `users` is stored, then checks each is stored
+/// exactly once and nothing else of theirs is there twice.
+async fn assert_exactly_once(api: &Server, users: &[String], acked: &HashSet<String>, logs: &str) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let rows = api
+            .sql(&format!(
+                "SELECT count() AS n FROM ugc.events WHERE {}",
+                of_users(users)
+            ))
+            .await;
+        let n = rows[0]["n"].as_u64().unwrap_or(0);
+        if n >= acked.len() as u64 {
+            let s = stored(api, users).await;
+            if acked.iter().all(|id| s.contains_key(id)) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store holds {n} rows of {} acknowledged events after 180 s\n{logs}",
+            acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Let any batch still in flight land before counting duplicates.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = stored(api, users).await;
+    let missing = acked.iter().filter(|id| !s.contains_key(*id)).count();
+    let dups: Vec<(&String, &u64)> = s.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(missing, 0, "acknowledged events missing\n{logs}");
+    assert!(
+        dups.is_empty(),
+        "{} events stored more than once, e.g. {:?}\n{logs}",
+        dups.len(),
+        dups.iter().take(5).collect::<Vec<_>>()
+    );
+}
+
+fn tail(label: &str, log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let from = lines.len().saturating_sub(40);
+    format!(
+        "--- {label} (last {} lines) ---\n{}",
+        lines.len() - from,
+        lines[from..].join("\n")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_goes_to_the_dead_letter_topic_and_the_loader_goes_on() {
+    let broker = Tansu::start(Storage::Memory);
+    let server = Server::start(&args(&kafka_args(&broker.brokers()))).await;
+    let user = new_user();
+    let token = server.token(&user, &[]);
+    let post = |n: u32| {
+        let server = &server;
+        let token = &token;
+        async move {
+            let (status, body) = server
+                .post(
+                    "/api/v1/events",
+                    token,
+                    &json!({"type":"view_progress","film_id":FILM,"film_timestamp":n}),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+        }
+    };
+    post(1).await;
+    let count = format!("SELECT count() AS n FROM ugc.events WHERE user_id = '{user}'");
+    server
+        .wait_for(&count, json!(1), Duration::from_secs(60))
+        .await;
+
+    // Straight to the topic, bypassing the API: one undecodable record per partition,
+    // so whichever partition the user's events use has one before them.
+    for p in 0..3 {
+        broker.produce("ugc.events", p, None, b"{\"not\": \"an envelope\"");
+    }
+    post(2).await;
+    post(3).await;
+    server
+        .wait_for(&count, json!(3), Duration::from_secs(60))
+        .await;
+
+    let dlq = broker.read_all("ugc.events.dlq", 3, Duration::from_secs(30));
+    assert_eq!(
+        dlq.len(),
+        3,
+        "one copy per poison record: {dlq:?}\n{}",
+        server.log()
+    );
+    for r in &dlq {
+        assert_eq!(r.payload, b"{\"not\": \"an envelope\"");
+        let source = |k: &str| {
+            r.headers
+                .iter()
+                .find(|(h, _)| h == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(source("ugc-source-topic"), Some("ugc.events"));
+        assert!(source("ugc-reason").is_some_and(|r| !r.is_empty()));
+    }
+    // The store's dead-letter table has them too.
+    server
+        .wait_for(
+            "SELECT count() AS n FROM ugc.dead_letters",
+            json!(3),
+            Duration::from_secs(30),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_broker_down_the_api_answers_503_fast_and_after_a_restart_totals_are_exact() {
+    // SQLite storage: the restarted broker comes back with the records and the commits.
+    let mut broker = Tansu::start(Storage::Sqlite);
+    let mut a = kafka_args(&broker.brokers());
+    a.extend(["--kafka-delivery-timeout-ms".into(), "1000".into()]);
+    a.extend(["--query-max-rows".into(), "1000000".into()]);
+    let server = Server::start(&args(&a)).await;
+    let user = new_user();
+    let token = server.token(&user, &[]);
+    let (shared, tasks) = start_load(&server, &[vec![token]], 4, 100, Duration::ZERO);
+    wait_acked(&shared, 3_000, Duration::from_secs(60), "before the outage").await;
+
+    broker.kill();
+    let down_at = shared.acked.load(Ordering::SeqCst);
+    // Refusals must start within about a second and keep coming fast.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.refused.load(Ordering::SeqCst) < 20 {
+        shared.check();
+        assert!(
+            Instant::now() < deadline,
+            "no 503s within 10 s of the broker's death ({} refused)\n{}",
+            shared.refused.load(Ordering::SeqCst),
+            tail("ugc", &server.log())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = shared.acked.load(Ordering::SeqCst) - down_at;
+    let (status, body) = server.get("/readyz", "").await;
+    assert_eq!(status, 503, "not ready without a broker: {body}");
+
+    broker.restart();
+    let back_at = shared.acked.load(Ordering::SeqCst);
+    wait_acked(
+        &shared,
+        back_at + 3_000,
+        Duration::from_secs(60),
+        "after the broker restart",
+    )
+    .await;
+    let acked = stop_load(&shared, tasks).await;
+    let slowest = shared.slowest_refusal_ms.load(Ordering::SeqCst);
+    println!(
+        "broker outage: {} acknowledged ({during} while the broker was dying), {} refused, \
+         slowest 503 {slowest} ms",
+        acked.len(),
+        shared.refused.load(Ordering::SeqCst)
+    );
+    assert!(
+        slowest <= 2_000,
+        "a 503 took {slowest} ms: the API must refuse within about a second"
+    );
+    let logs = format!(
+        "{}\n{}",
+        tail("ugc", &server.log()),
+        tail("tansu", &broker.log())
+    );
+    assert_exactly_once(&server, &[user], &acked, &logs).await;
+}
+
+/// A loader's counters from its /readyz.
+async fn rows_loaded(loader: &Server) -> u64 {
+    let (_, body) = loader.get("/readyz", "").await;
+    body["loader"]["rows_loaded"].as_u64().unwrap_or(0)
+}
+
+/// Waits until `loader` has loaded more than `than` rows.
+async fn wait_loading(loader: &Server, than: u64, name: &str, load: &Load) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rows_loaded(loader).await <= than {
+        load.check();
+        assert!(
+            Instant::now() < deadline,
+            "the {name} loader loaded nothing within 120 s\n{}",
+            tail(name, &loader.log())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loaders_in_one_group_store_every_acknowledged_event_once_through_a_kill_and_a_join() {
+    let broker = Tansu::start(Storage::Memory);
+    // Loaders in separate processes need a store they share: a ClickHouse server (with
+    // UGC_TEST_STORE set, the harness adds the one it chose).
+    let mut store = vec![];
+    if common::store_args().is_empty() {
+        let shared = ugc_testkit::shared_single();
+        store = vec![
+            "--store".into(),
+            "clickhouse".into(),
+            "--clickhouse-url".into(),
+            shared.url.clone(),
+        ];
+    }
+    let group = format!("loaders-{}", uuid::Uuid::new_v4().simple());
+    let with = |role: &str| {
+        let mut a = kafka_args(&broker.brokers());
+        // Six partitions rather than the harness's three: three loaders share them.
+        let at = a.iter().position(|x| x == "--kafka-partitions").unwrap();
+        a[at + 1] = "6".into();
+        a.extend(
+            [
+                "--role",
+                role,
+                "--kafka-group",
+                &group,
+                "--kafka-session-timeout-ms",
+                "6000",
+                "--loader-batch-max",
+                "5000",
+                "--query-max-rows",
+                "1000000",
+            ]
+            .map(String::from),
+        );
+        a.extend(store.iter().cloned());
+        a
+    };
+    let api = Server::start(&args(&with("api"))).await;
+    let mut first = Server::start(&args(&with("loader"))).await;
+    let second = Server::start(&args(&with("loader"))).await;
+    // Many users, so that their keys spread over every partition.
+    let users: Vec<String> = (0..24).map(|_| new_user()).collect();
+    let tokens: Vec<Vec<String>> = users
+        .chunks(3)
+        .map(|c| c.iter().map(|u| api.token(u, &[])).collect())
+        .collect();
+    // Paced, so that the kill and the join fall in the middle of the load.
+    let (shared, tasks) = start_load(&api, &tokens, 8, 200, Duration::from_millis(250));
+    let began = Instant::now();
+
+    // Both members own partitions and load before one of them dies.
+    wait_loading(&first, 0, "first", &shared).await;
+    wait_loading(&second, 0, "second", &shared).await;
+    wait_acked(&shared, 20_000, Duration::from_secs(120), "before the kill").await;
+    // Mid-batch: under this load the loaders insert all the time.
+    let first_rows = rows_loaded(&first).await;
+    first.kill9();
+    println!(
+        "{:?}: killed a loader (it had loaded {first_rows} rows) at {} acknowledged",
+        began.elapsed(),
+        shared.acked.load(Ordering::SeqCst)
+    );
+    let second_rows = rows_loaded(&second).await;
+    wait_acked(&shared, 50_000, Duration::from_secs(120), "before the join").await;
+    let third = Server::start(&args(&with("loader"))).await;
+    println!(
+        "{:?}: a third loader joined at {} acknowledged",
+        began.elapsed(),
+        shared.acked.load(Ordering::SeqCst)
+    );
+    wait_loading(&third, 0, "third", &shared).await;
+    wait_acked(&shared, 100_000, Duration::from_secs(180), "to the end").await;
+    let acked = stop_load(&shared, tasks).await;
+    println!(
+        "{:?}: {} acknowledged, {} refused",
+        began.elapsed(),
+        acked.len(),
+        shared.refused.load(Ordering::SeqCst)
+    );
+    assert!(acked.len() >= 100_000);
+    let logs = [
+        tail("api", &api.log()),
+        tail("killed loader", &first.log()),
+        tail("second loader", &second.log()),
+        tail("third loader", &third.log()),
+    ]
+    .join("\n");
+    assert_exactly_once(&api, &users, &acked, &logs).await;
+    let (second_end, third_end) = (rows_loaded(&second).await, rows_loaded(&third).await);
+    println!(
+        "{:?}: every acknowledged event stored once; rows loaded: killed {first_rows}+, \
+         second {second_end} ({second_rows} before the kill), third {third_end}",
+        began.elapsed()
+    );
+    assert!(
+        second_end > second_rows,
+        "the second loader took no part after the kill\n{logs}"
+    );
+}
