@@ -137,10 +137,10 @@ impl Proc {
                 );
             }
             // Anything that is not one of our messages (a library's chatter) is skipped.
-            if let Ok(v) = serde_json::from_str::<Value>(line.trim()) {
-                if v.is_object() {
-                    return Ok(v);
-                }
+            if let Ok(v) = serde_json::from_str::<Value>(line.trim())
+                && v.is_object()
+            {
+                return Ok(v);
             }
         }
     }

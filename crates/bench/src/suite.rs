@@ -262,7 +262,7 @@ impl Ctx<'_> {
             name: name.into(),
             points: r.timeline.clone(),
         });
-        if r.hist.len() > 0 {
+        if !r.hist.is_empty() {
             self.latency.push((name.into(), r.latency()));
         }
         if let Some(others) = r.others_cpu_cores.filter(|c| *c > 0.15) {
@@ -294,7 +294,7 @@ impl Ctx<'_> {
 fn measure(what: &str, value: f64, unit: &str, r: Option<&PhaseResult>) -> Measure {
     let mut m = Measure::new(what, value, unit);
     if let Some(r) = r {
-        m.latency_ms = (r.hist.len() > 0).then(|| r.latency());
+        m.latency_ms = (!r.hist.is_empty()).then(|| r.latency());
         m.server_cpu_cores = r.server_cpu_cores;
         m.client_cpu_cores = r.client_cpu_cores;
     }
@@ -682,7 +682,7 @@ impl Prober {
             }
             tokio::time::sleep(plan.poll_every).await;
         }
-        if hist.len() == 0 {
+        if hist.is_empty() {
             bail!("no probe was sent during the half-load window");
         }
         Ok(hist)
@@ -765,7 +765,7 @@ fn backlog_scenarios(ctx: &mut Ctx, backend: Backend) -> anyhow::Result<()> {
 
     let mut o = Outcome::new("3", title("3"), label).measured(
         Measure::new(
-            &format!("loader, {} rows backlog", thousands(n as f64)),
+            format!("loader, {} rows backlog", thousands(n as f64)),
             loader_rate,
             "rows/s",
         ),
@@ -803,7 +803,7 @@ fn backlog_scenarios(ctx: &mut Ctx, backend: Backend) -> anyhow::Result<()> {
     let flat = second <= first * 1.1 + 5.0;
     let mut o = Outcome::new("5b", title("5b"), label).measured(
         Measure::new(
-            &format!("loader process, {} rows backlog, peak", thousands(n as f64)),
+            format!("loader process, {} rows backlog, peak", thousands(n as f64)),
             peak,
             "MB",
         ),

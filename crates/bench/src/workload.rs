@@ -48,6 +48,9 @@ impl Rng {
     }
 }
 
+/// The records one batch request becomes.
+pub type Batch = Vec<OutRecord>;
+
 pub struct User {
     pub id: UserId,
     pub token: String,
@@ -163,7 +166,7 @@ impl Workload {
         n: usize,
         size: usize,
         host: &str,
-    ) -> anyhow::Result<(Vec<Vec<u8>>, Vec<Vec<OutRecord>>)> {
+    ) -> anyhow::Result<(Vec<Vec<u8>>, Vec<Batch>)> {
         let mut rng = Rng::new(0xba7c);
         let mut requests = Vec::with_capacity(n);
         let mut records = Vec::with_capacity(n);
