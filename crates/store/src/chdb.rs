@@ -205,10 +205,7 @@ impl EventStore for ChdbStore {
         let rows: Vec<ProgressOut> = self
             .rows(sql::film_progress(&self.schema, user, film))
             .await?;
-        rows.into_iter()
-            .next()
-            .map(|r| r.into_progress().map_err(StoreError::Unavailable))
-            .transpose()
+        Ok(ProgressOut::into_progress_list(rows)?.into_iter().next())
     }
 
     async fn continue_watching(
@@ -220,9 +217,7 @@ impl EventStore for ChdbStore {
         let rows: Vec<ProgressOut> = self
             .rows(sql::continue_watching(&self.schema, user, limit, offset))
             .await?;
-        rows.into_iter()
-            .map(|r| r.into_progress().map_err(StoreError::Unavailable))
-            .collect()
+        ProgressOut::into_progress_list(rows)
     }
 
     async fn select(&self, sql: &str, limits: QueryLimits) -> Result<QueryRows, StoreError> {
