@@ -556,7 +556,9 @@ pub struct ProgressOut {
 impl ProgressOut {
     /// Rows of `film_progress`/`continue_watching` as they come back from any engine.
     pub fn into_progress_list(rows: Vec<ProgressOut>) -> Result<Vec<Progress>, crate::StoreError> {
-        rows.into_iter().map(|r| r.into_progress().map_err(crate::StoreError::Unavailable)).collect()
+        rows.into_iter()
+            .map(|r| r.into_progress().map_err(crate::StoreError::Unavailable))
+            .collect()
     }
 
     pub fn into_progress(self) -> Result<Progress, String> {

@@ -7,11 +7,13 @@
 //! so even servers held in a `static` never outlive the tests.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use crate::ports::free_port;
 
 pub const CLICKHOUSE_SERVER: &str = "/usr/sbin/clickhouse-server";
 pub const CLICKHOUSE_CONFIG_DIR: &str = "/etc/clickhouse-server";
@@ -37,13 +39,6 @@ const ZOOKEEPER_CLASSPATH: &[&str] = &[
 pub const CLUSTER_NAME: &str = "ugc";
 const START_DEADLINE: Duration = Duration::from_secs(60);
 const STOP_DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
 
 /// A child process plus its watchdog.
 struct Proc {
@@ -275,6 +270,11 @@ pub struct ClickHouse {
     pub interserver_port: u16,
     /// Owned temp dir of a stand-alone server (cluster nodes live in the cluster's).
     temp: Option<tempfile::TempDir>,
+    /// A cluster node: ready only once its DDL worker is (see `ddl_worker_ready`).
+    member: bool,
+    /// The length of `server.log` when the process was last spawned: readiness looks
+    /// only at what this run of the server wrote.
+    log_mark: u64,
 }
 
 impl ClickHouse {
@@ -299,6 +299,8 @@ impl ClickHouse {
             tcp_port: member.map_or_else(free_port, |m| m.topology[m.shard][m.replica]),
             interserver_port: free_port(),
             temp: None,
+            member: member.is_some(),
+            log_mark: 0,
         };
         let d = &node.dir;
         std::fs::create_dir_all(d.join("config.d")).map_err(|e| e.to_string())?;
@@ -314,7 +316,7 @@ impl ClickHouse {
             r#"<?xml version="1.0"?>
 <yandex>
     <logger replace="replace">
-        <level>information</level>
+        <level>{level}</level>
         <log>{log}server.log</log>
         <errorlog>{log}server.err.log</errorlog>
         <size>100M</size>
@@ -332,6 +334,12 @@ impl ClickHouse {
     <mark_cache_size>268435456</mark_cache_size>
     <uncompressed_cache_size>268435456</uncompressed_cache_size>
 "#,
+            // Debug on cluster nodes: the DDL worker says when it is ready only there.
+            level = if member.is_some() {
+                "debug"
+            } else {
+                "information"
+            },
             log = p("log"),
             http = node.http_port,
             tcp = node.tcp_port,
@@ -378,6 +386,24 @@ impl ClickHouse {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    fn server_log(&self) -> PathBuf {
+        self.dir.join("log/server.log")
+    }
+
+    /// 18.16 answers `/ping` before its DDL worker has a ZooKeeper session, and an
+    /// `ON CLUSTER` query in that window dereferences the missing session and
+    /// segfaults the server. The worker logs "Processing tasks" once it has one.
+    fn ddl_worker_ready(&self) -> bool {
+        let Ok(mut f) = std::fs::File::open(self.server_log()) else {
+            return false;
+        };
+        let mut since_start = String::new();
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(self.log_mark)).is_ok()
+            && f.read_to_string(&mut since_start).is_ok()
+            && since_start.contains("DDLWorker: Processing tasks")
+    }
+
     fn err_log(&self) -> String {
         let err = tail(&self.dir.join("log/server.err.log"), 30);
         let out = tail(&self.dir.join("stdout.log"), 10);
@@ -396,6 +422,7 @@ impl ClickHouse {
             self.dir.join("config.xml").display()
         ))
         .current_dir(&self.dir);
+        self.log_mark = std::fs::metadata(self.server_log()).map_or(0, |m| m.len());
         self.proc = Some(Proc::spawn(cmd, &self.dir.join("stdout.log"))?);
         Ok(())
     }
@@ -412,13 +439,19 @@ impl ClickHouse {
             }
             if http(self.http_port, "GET", "/ping", "")
                 .is_ok_and(|(s, b)| s == 200 && b.starts_with("Ok"))
+                && (!self.member || self.ddl_worker_ready())
             {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "clickhouse-server {} not answering within {START_DEADLINE:?}; its log:\n{}",
+                    "clickhouse-server {} not answering{} within {START_DEADLINE:?}; its log:\n{}",
                     self.name,
+                    if self.member {
+                        " with its DDL worker ready"
+                    } else {
+                        ""
+                    },
                     self.err_log()
                 ));
             }
@@ -451,8 +484,15 @@ impl ClickHouse {
     pub fn query(&self, sql: &str) -> Result<String, String> {
         match http(self.http_port, "POST", "/", sql) {
             Ok((200, body)) => Ok(body),
+            // No status line at all: the connection closed without an answer (a
+            // crash, most likely), so the server's own last words go with the error.
+            Ok((0, _)) => Err(format!(
+                "{} closed the connection without answering; its log:\n{}",
+                self.name,
+                self.err_log()
+            )),
             Ok((status, body)) => Err(format!("{} answered {status}: {body}", self.name)),
-            Err(e) => Err(format!("{}: {e}", self.name)),
+            Err(e) => Err(format!("{}: {e}; its log:\n{}", self.name, self.err_log())),
         }
     }
 

@@ -3,8 +3,10 @@
 //! (with the server's log) when a server does not come up.
 
 pub mod clickhouse;
+pub mod ports;
 pub mod tansu;
 
 pub use clickhouse::{
     CLUSTER_NAME, ClickHouse, Cluster, SharedServer, ZooKeeper, shared_cluster, shared_single,
 };
+pub use ports::free_port;

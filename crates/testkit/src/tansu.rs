@@ -17,6 +17,8 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::ports::free_port;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
     Memory,
@@ -248,14 +250,6 @@ impl Tansu {
         }
         out
     }
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
 }
 
 /// Where scripts install what the tests need: `$UGC_CACHE_DIR`, else `~/.cache/ugc`.

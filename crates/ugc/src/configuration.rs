@@ -201,7 +201,12 @@ pub struct Settings {
     pub kafka_dlq_topic: String,
 
     /// Partitions of the Kafka topics created at start (existing topics are kept as they are).
-    #[arg(long, env = "UGC_KAFKA_PARTITIONS", default_value_t = 12, global = true)]
+    #[arg(
+        long,
+        env = "UGC_KAFKA_PARTITIONS",
+        default_value_t = 12,
+        global = true
+    )]
     pub kafka_partitions: i32,
 
     /// Replication factor of the Kafka topics created at start.

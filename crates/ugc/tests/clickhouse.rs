@@ -272,13 +272,19 @@ async fn clickhouse_stopped_for_30_s_during_the_load_makes_the_loader_wait_then_
         "/readyz kept answering ready while ClickHouse was down"
     );
     // Ingest does not depend on the store: a batch posted now is acknowledged.
-    let ids: Vec<String> = (0..BATCH).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let ids: Vec<String> = (0..BATCH)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
     let batch: Vec<Value> = ids
         .iter()
         .map(|id| json!({"type":"full_view","film_id":FILMS[0],"event_id":id}))
         .collect();
     let (status, body) = server
-        .post("/api/v1/events/batch", &server.token(&user, &[]), &json!(batch))
+        .post(
+            "/api/v1/events/batch",
+            &server.token(&user, &[]),
+            &json!(batch),
+        )
         .await;
     assert_eq!(status, 202, "ingest while ClickHouse is down: {body}");
     load.acked.fetch_add(BATCH as u64, Ordering::SeqCst);

@@ -3,12 +3,12 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use ugc_testkit::free_port;
 
 pub const SECRET: &str = "black-box-test-secret-0123456789";
 
@@ -23,13 +23,6 @@ pub struct Server {
     /// The Kafka-protocol broker this server's log lives on, with `UGC_TEST_LOG=kafka`.
     pub broker: Option<ugc_testkit::tansu::Tansu>,
     pub http: reqwest::Client,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
 }
 
 impl Server {
