@@ -71,6 +71,16 @@ pub struct BenchArgs {
     #[arg(long)]
     pub backlog: Option<u64>,
 
+    /// Events in the backlog of the runs on a Kafka-protocol broker, whose memory-backed
+    /// test broker holds it all [default: 1000000; quick: 20000].
+    #[arg(long)]
+    pub server_backlog: Option<u64>,
+
+    /// Only these backends (comma-separated: embedded, kafka, servers) [default: all;
+    /// kafka and servers run when the broker and the server are installed].
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Vec<String>,
+
     /// Threads of the load generator; the rest of the machine serves [default: 1].
     #[arg(long)]
     pub client_threads: Option<usize>,
@@ -79,6 +89,16 @@ pub struct BenchArgs {
     pub internal_role: Option<Role>,
     #[arg(long, hide = true)]
     pub internal_dir: Option<PathBuf>,
+    /// A role's log is a Kafka topic on these brokers (else the embedded log in its dir).
+    #[arg(long, hide = true)]
+    pub internal_kafka: Option<String>,
+    #[arg(long, hide = true)]
+    pub internal_topic: Option<String>,
+    /// A role's store is this ClickHouse server (else chDB in its dir).
+    #[arg(long, hide = true)]
+    pub internal_clickhouse: Option<String>,
+    #[arg(long, hide = true)]
+    pub internal_database: Option<String>,
 }
 
 /// What a child process of the suite does (hidden: only the suite starts these).
@@ -106,6 +126,9 @@ pub(crate) struct Plan {
     pub users: usize,
     pub batch_size: usize,
     pub backlog: u64,
+    pub server_backlog: u64,
+    /// Backends to run by their short names; empty: all.
+    pub backends: Vec<String>,
     pub client_threads: usize,
     /// Sequential probes on an idle server: the freshness baseline.
     pub idle_probes: usize,
@@ -147,6 +170,11 @@ impl Plan {
                 .backlog
                 .unwrap_or(if q { 20_000 } else { 10_000_000 })
                 .max(1),
+            server_backlog: a
+                .server_backlog
+                .unwrap_or(if q { 20_000 } else { 1_000_000 })
+                .max(1),
+            backends: a.backends.clone(),
             client_threads: a.client_threads.unwrap_or(1).max(1),
             idle_probes: if q { 5 } else { 20 },
             probe_every: Duration::from_millis(100),

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use ugc_log::embedded::EmbeddedProducer;
 use ugc_log::{LogProducer, OutRecord};
 
 use crate::client::Conn;
@@ -73,7 +72,7 @@ impl Worker for HttpWorker {
 
 /// Appends pre-encoded records straight to the embedded log: no HTTP, no parsing.
 pub struct LogWorker {
-    pub producer: EmbeddedProducer,
+    pub producer: Arc<dyn LogProducer>,
     pub pool: Arc<Vec<Vec<OutRecord>>>,
 }
 

@@ -197,14 +197,20 @@ fn spawn(mut cmd: Command, name: &str, log: &Path, messages: bool) -> anyhow::Re
     })
 }
 
-/// `ugc serve` all-in-one on a free port with its own data directory, ready to serve.
+/// `ugc serve` on a free port with its own data directory, ready to serve: all-in-one,
+/// or the role `envs` give it (`UGC_ROLE`).
 pub struct Server {
     pub proc: Proc,
     pub addr: SocketAddr,
 }
 
 impl Server {
-    pub fn start(plan: &Plan, dir: &Path, extra: &[String]) -> anyhow::Result<Server> {
+    pub fn start(
+        plan: &Plan,
+        dir: &Path,
+        extra: &[String],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         std::fs::create_dir_all(dir)?;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let mut cmd = Command::new(&plan.exe);
@@ -217,7 +223,8 @@ impl Server {
             .arg(SECRET)
             .arg("--chdb-lib")
             .arg(&plan.chdb_lib)
-            .args(extra);
+            .args(extra)
+            .envs(envs.iter().copied());
         let proc = spawn(cmd, "ugc serve", &dir.join("serve.log"), false)?;
         let mut server = Server { proc, addr };
         server.wait_ready(Duration::from_secs(180))?;

@@ -242,3 +242,9 @@ mod tests {
         assert!((1400..1800).contains(&progress), "{progress} of 2000");
     }
 }
+
+/// A `count()` from a JSON answer: a number, or a quoted one (servers before 20.x quote
+/// 64-bit integers in JSON).
+pub fn as_count(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str()?.parse().ok())
+}

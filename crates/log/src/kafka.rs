@@ -147,7 +147,7 @@ impl Default for KafkaConfig {
             replication_factor: 3,
             min_insync_replicas: 2,
             compression: Compression::Lz4,
-            linger: Duration::from_millis(5),
+            linger: Duration::from_millis(1),
             batch_bytes: 1 << 20,
             queue_max_messages: 100_000,
             queue_max_kbytes: 64 * 1024,

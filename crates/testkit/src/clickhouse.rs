@@ -124,14 +124,15 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 /// One HTTP/1.1 request to 127.0.0.1:`port` (Connection: close); (status, body).
-fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_read_timeout(Some(Duration::from_secs(600)))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )?;
+    s.write_all(body)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -150,6 +151,16 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16
         rest.to_owned()
     };
     Ok((status, body))
+}
+
+/// Posts `body` (a statement, and an INSERT's data after it) to the server whose HTTP
+/// interface is on 127.0.0.1:`port`; the answer on 200, else an error with it.
+pub fn post(port: u16, body: &[u8]) -> Result<String, String> {
+    match http(port, "POST", "/", body) {
+        Ok((200, answer)) => Ok(answer),
+        Ok((status, answer)) => Err(format!("answered {status}: {answer}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -437,7 +448,7 @@ impl ClickHouse {
                     self.err_log()
                 ));
             }
-            if http(self.http_port, "GET", "/ping", "")
+            if http(self.http_port, "GET", "/ping", b"")
                 .is_ok_and(|(s, b)| s == 200 && b.starts_with("Ok"))
                 && (!self.member || self.ddl_worker_ready())
             {
@@ -482,7 +493,7 @@ impl ClickHouse {
 
     /// Runs one statement over HTTP; the body on 200, else an error with the body.
     pub fn query(&self, sql: &str) -> Result<String, String> {
-        match http(self.http_port, "POST", "/", sql) {
+        match http(self.http_port, "POST", "/", sql.as_bytes()) {
             Ok((200, body)) => Ok(body),
             // No status line at all: the connection closed without an answer (a
             // crash, most likely), so the server's own last words go with the error.

@@ -46,16 +46,23 @@ pub struct Record {
 impl Tansu {
     /// The broker binary; panics with the install command when it is missing.
     pub fn binary() -> PathBuf {
+        Self::find_binary().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The broker binary, or what to do to install it.
+    pub fn find_binary() -> Result<PathBuf, String> {
         let path = std::env::var_os("UGC_TANSU")
             .map(PathBuf::from)
             .unwrap_or_else(|| cache_dir().join("tansu").join("bin").join("tansu"));
-        assert!(
-            path.is_file(),
-            "the tansu broker is not installed at {}: run scripts/fetch-tansu (scripts/test does), \
-             or set UGC_TANSU",
-            path.display()
-        );
-        path
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "the tansu broker is not installed at {}: run scripts/fetch-tansu \
+                 (scripts/test does), or set UGC_TANSU",
+                path.display()
+            ))
+        }
     }
 
     /// Starts a broker on a free port and waits until it answers Kafka requests.

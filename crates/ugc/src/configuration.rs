@@ -232,8 +232,10 @@ pub struct Settings {
     #[arg(long, env = "UGC_KAFKA_COMPRESSION", default_value = "lz4", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"], global = true)]
     pub kafka_compression: String,
 
-    /// How long the Kafka producer waits to fill a batch, in ms (adds to ingest latency).
-    #[arg(long, env = "UGC_KAFKA_LINGER_MS", default_value_t = 5, global = true)]
+    /// How long the Kafka producer waits to fill a batch, in ms. Every 2xx waits for its
+    /// delivery report, so this adds to each request's latency; under load batches fill
+    /// anyway (`ugc bench`: 1 ms gave the most single-event req/s; see bench/README.md).
+    #[arg(long, env = "UGC_KAFKA_LINGER_MS", default_value_t = 1, global = true)]
     pub kafka_linger_ms: u64,
 
     /// Largest Kafka produce batch per partition, in bytes.
