@@ -3,6 +3,7 @@
 //! around it still load.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -92,20 +93,26 @@ async fn an_undecodable_record_goes_to_dead_letters_and_the_rest_loads() {
     let status = loader.status();
     let task = tokio::spawn(loader.run(stopped));
 
+    // Done when the loader has committed both batches: a batch's events, progress and
+    // dead letters are separate statements, so the store alone can be seen between them.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while scalar(
-        &store,
-        "SELECT count() FROM ugc.events WHERE user_id = 'dead-letter-test'",
-    )
-    .await
-        != 2
+    while status.rows_loaded.load(Ordering::Relaxed) < 2
+        || status.dead_letters.load(Ordering::Relaxed) < 1
     {
         assert!(
             Instant::now() < deadline,
-            "the two good events did not load"
+            "the two good events and the dead letter were not loaded"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(
+        scalar(
+            &store,
+            "SELECT count() FROM ugc.events WHERE user_id = 'dead-letter-test'",
+        )
+        .await,
+        2
+    );
     assert_eq!(
         scalar(&store, "SELECT count() FROM ugc.dead_letters").await,
         1
