@@ -121,14 +121,17 @@ impl Backends {
                     args.internal_topic.as_deref().unwrap_or("bench.backlog"),
                 )
             }),
-            clickhouse: args.internal_clickhouse.as_ref().map(|url| ClickHouseConfig {
-                database: args
-                    .internal_database
-                    .clone()
-                    .unwrap_or_else(|| sql::DATABASE.into()),
-                request_timeout: Duration::from_secs(600),
-                ..ClickHouseConfig::new(url)
-            }),
+            clickhouse: args
+                .internal_clickhouse
+                .as_ref()
+                .map(|url| ClickHouseConfig {
+                    database: args
+                        .internal_database
+                        .clone()
+                        .unwrap_or_else(|| sql::DATABASE.into()),
+                    request_timeout: Duration::from_secs(600),
+                    ..ClickHouseConfig::new(url)
+                }),
         }
     }
 
@@ -202,6 +205,21 @@ pub async fn kafka_log(cfg: KafkaConfig) -> anyhow::Result<KafkaLog> {
     Ok(log)
 }
 
+/// The product's producer on a topic (`kafka`), or on a fresh embedded log in `dir`,
+/// whose handle is returned too: it must outlive the producer.
+pub async fn producer(
+    kafka: Option<&KafkaConfig>,
+    dir: &Path,
+) -> anyhow::Result<(Arc<dyn LogProducer>, Option<EmbeddedLog>)> {
+    Ok(match kafka {
+        Some(cfg) => (Arc::new(kafka_log(cfg.clone()).await?.producer()?), None),
+        None => {
+            let log = EmbeddedLog::open(&dir.join("log.redb"), EmbeddedLogConfig::default())?;
+            (Arc::new(log.producer()), Some(log))
+        }
+    })
+}
+
 /// Appends `n` events straight to a fresh log (in `dir`, or a Kafka topic), exactly as
 /// the API would encode them, and writes the rows the loader will derive from them in
 /// the store's row shape (for the straight insert).
@@ -211,17 +229,7 @@ fn fill_log(dir: &Path, n: u64, users: usize, backends: &Backends) -> anyhow::Re
         .enable_all()
         .build()?;
     let dialect = rt.block_on(backends.dialect())?;
-    let (producer, embedded): (Arc<dyn LogProducer>, Option<EmbeddedLog>) =
-        match &backends.kafka {
-            Some(cfg) => {
-                let log = rt.block_on(kafka_log(cfg.clone()))?;
-                (Arc::new(log.producer()?), None)
-            }
-            None => {
-                let log = EmbeddedLog::open(&dir.join("log.redb"), EmbeddedLogConfig::default())?;
-                (Arc::new(log.producer()), Some(log))
-            }
-        };
+    let (producer, embedded) = rt.block_on(producer(backends.kafka.as_ref(), dir))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
     let gen_dir = dir.to_owned();
     // Building events runs beside the appends, so the log's fsyncs overlap with it.

@@ -13,16 +13,14 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use ugc_log::LogProducer;
-use ugc_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use ugc_model::UserId;
 
 use crate::client::{self, Conn};
 use crate::load::{self, HttpWorker, LogWorker, Percentiles, PhaseResult, PhaseSpec};
 use crate::procs::{self, Server};
 use crate::progress::{Progress, thousands};
-use crate::roles;
 use crate::report::{Machine, Measure, Outcome, Results, Series, Target};
+use crate::roles;
 use crate::workload::{self, Rng, Workload, http_request};
 use crate::{Plan, Role};
 
@@ -95,21 +93,16 @@ struct Infra {
 
 impl Infra {
     fn start(progress: &Progress, backends: &[Backend]) -> Self {
-        fn unused<T>() -> Result<T, String> {
+        let tansu = if !backends.iter().any(|b| b.kafka()) {
             Err("not asked for".to_owned())
-        }
-        let tansu = match ugc_testkit::tansu::Tansu::find_binary() {
-            _ if !backends.iter().any(|b| b.kafka()) => unused::<ugc_testkit::tansu::Tansu>(),
-            Ok(_) => {
+        } else {
+            ugc_testkit::tansu::Tansu::find_binary().map(|_| {
                 progress.done("starting the tansu Kafka-protocol broker (memory storage)");
-                Ok(ugc_testkit::tansu::Tansu::start(
-                    ugc_testkit::tansu::Storage::Memory,
-                ))
-            }
-            Err(e) => Err(e),
+                ugc_testkit::tansu::Tansu::start(ugc_testkit::tansu::Storage::Memory)
+            })
         };
         let clickhouse = if !backends.iter().any(|b| b.clickhouse()) {
-            unused()
+            Err("not asked for".to_owned())
         } else if Path::new(ugc_testkit::clickhouse::CLICKHOUSE_SERVER).exists() {
             progress.done("starting a ClickHouse server");
             ugc_testkit::ClickHouse::start_single()
@@ -142,7 +135,10 @@ impl Infra {
     }
 
     fn clickhouse_url(&self) -> String {
-        self.clickhouse.as_ref().map(|c| c.url()).unwrap_or_default()
+        self.clickhouse
+            .as_ref()
+            .map(|c| c.url())
+            .unwrap_or_default()
     }
 
     /// Flags that make `ugc serve` use `backend`; each backend has its own topics.
@@ -589,7 +585,8 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
     let (idle_p, loaded_p) = (Percentiles::of(&idle), Percentiles::of(&loaded));
     ctx.latency
         .push((backend.series("freshness at half load"), loaded_p.clone()));
-    ctx.latency.push((backend.series("freshness idle"), idle_p.clone()));
+    ctx.latency
+        .push((backend.series("freshness idle"), idle_p.clone()));
     let mut fig = Measure::new("freshness p99 at half load", loaded_p.p99, "ms");
     fig.latency_ms = Some(loaded_p.clone());
     let mut base = Measure::new("freshness p99 on an idle server", idle_p.p99, "ms");
@@ -614,33 +611,8 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
     // Also proves the harness: every acknowledged event is in the store, once.
     wait_stored(ctx, &server, acked)?;
 
-    let process = match backend {
-        Backend::Servers => "API process (--role api), peak",
-        _ => "all-in-one process (API + log + loader + chDB), peak",
-    };
-    let mut o = Outcome::new("5a", title("5a"), label).measured(
-        Measure::new(process, api_peak, "MB"),
-        Measure::new("the same process idle after start", idle_rss, "MB"),
-    );
-    if backend == Backend::Servers {
-        o.target = Some(Target {
-            text: "< 150 MB".into(),
-            met: api_peak < 150.0,
-        });
-    } else if let Some(engine) = ctx.engine_share {
-        let own = api_peak - engine;
-        o.more.push(Measure::new(
-            "peak without the chDB engine's share",
-            own,
-            "MB",
-        ));
-        o.target = Some(Target {
-            text: "< 150 MB (without the engine)".into(),
-            met: own < 150.0,
-        });
-    }
     if backend.scenarios().contains(&"5a") {
-        ctx.put(o);
+        api_memory(ctx, backend, api_peak, idle_rss);
     }
     server.proc.stop();
 
@@ -655,14 +627,11 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
         .build()?
         .block_on(async {
             // The same producer the API uses, on a topic of its own.
-            let (producer, _log): (Arc<dyn LogProducer>, Option<EmbeddedLog>) = if backend.kafka() {
-                let topic = format!("bench.{}.baseline", backend.slug());
-                let log = roles::kafka_log(roles::kafka_config(&infra.brokers(), &topic)).await?;
-                (Arc::new(log.producer()?), None)
-            } else {
-                let log = EmbeddedLog::open(&dir.join("log.redb"), EmbeddedLogConfig::default())?;
-                (Arc::new(log.producer()), Some(log))
-            };
+            let topic = format!("bench.{}.baseline", backend.slug());
+            let kafka = backend
+                .kafka()
+                .then(|| roles::kafka_config(&infra.brokers(), &topic));
+            let (producer, _log) = roles::producer(kafka.as_ref(), &dir).await?;
             let workers = (0..plan.connections)
                 .map(|_| LogWorker {
                     producer: producer.clone(),
@@ -695,6 +664,38 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
     });
     ctx.put(o);
     Ok(())
+}
+
+/// Scenario 5a from the API process's peak under maximum load: the separate API process
+/// against its target as is, the all-in-one process without the engine's share.
+fn api_memory(ctx: &mut Ctx, backend: Backend, api_peak: f64, idle_rss: f64) {
+    let label = backend.label();
+    let process = match backend {
+        Backend::Servers => "API process (--role api), peak",
+        _ => "all-in-one process (API + log + loader + chDB), peak",
+    };
+    let mut o = Outcome::new("5a", title("5a"), label).measured(
+        Measure::new(process, api_peak, "MB"),
+        Measure::new("the same process idle after start", idle_rss, "MB"),
+    );
+    if backend == Backend::Servers {
+        o.target = Some(Target {
+            text: "< 150 MB".into(),
+            met: api_peak < 150.0,
+        });
+    } else if let Some(engine) = ctx.engine_share {
+        let own = api_peak - engine;
+        o.more.push(Measure::new(
+            "peak without the chDB engine's share",
+            own,
+            "MB",
+        ));
+        o.target = Some(Target {
+            text: "< 150 MB (without the engine)".into(),
+            met: own < 150.0,
+        });
+    }
+    ctx.put(o);
 }
 
 /// Polls the store's row count until it equals what the API acknowledged: the loader

@@ -17,36 +17,7 @@ pub const SECRET: &str = "ugc-bench-hs256-secret-0123456789abcdef";
 /// Films viewers watch; a catalogue, not one hot key.
 const FILMS: usize = 500;
 
-/// xorshift64*: fast and reproducible, so every process of a run builds the same events.
-#[derive(Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    pub fn uuid(&mut self) -> Uuid {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.next().to_le_bytes());
-        b[8..].copy_from_slice(&self.next().to_le_bytes());
-        uuid::Builder::from_random_bytes(b).into_uuid()
-    }
-}
+pub use ugc_testkit::Rng;
 
 /// The records one batch request becomes.
 pub type Batch = Vec<OutRecord>;
@@ -223,6 +194,12 @@ pub fn http_request(
     r
 }
 
+/// A `count()` from a JSON answer: a number, or a quoted one (servers before 20.x quote
+/// 64-bit integers in JSON).
+pub fn as_count(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str()?.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,10 +218,4 @@ mod tests {
         }
         assert!((1400..1800).contains(&progress), "{progress} of 2000");
     }
-}
-
-/// A `count()` from a JSON answer: a number, or a quoted one (servers before 20.x quote
-/// 64-bit integers in JSON).
-pub fn as_count(v: &Value) -> Option<u64> {
-    v.as_u64().or_else(|| v.as_str()?.parse().ok())
 }

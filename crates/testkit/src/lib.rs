@@ -4,9 +4,11 @@
 
 pub mod clickhouse;
 pub mod ports;
+pub mod rng;
 pub mod tansu;
 
 pub use clickhouse::{
     CLUSTER_NAME, ClickHouse, Cluster, SharedServer, ZooKeeper, shared_cluster, shared_single,
 };
 pub use ports::free_port;
+pub use rng::Rng;

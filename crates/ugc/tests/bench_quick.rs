@@ -48,7 +48,9 @@ fn bench_quick_measures_every_scenario_against_its_baseline_and_writes_results()
             let o = outcomes
                 .iter()
                 .find(|o| o["id"] == *id && o["backend"] == backend)
-                .unwrap_or_else(|| panic!("no outcome for scenario {id} on {backend}: {results:#}"));
+                .unwrap_or_else(|| {
+                    panic!("no outcome for scenario {id} on {backend}: {results:#}")
+                });
             assert_eq!(o["status"], "ok", "scenario {id} on {backend}: {o:#}");
             for side in ["figure", "baseline"] {
                 let v = o[side]["value"].as_f64().unwrap_or(0.0);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Server, new_user};
 use serde_json::{Value, json};
+use ugc_testkit::Rng;
 
 /// Acknowledged events wanted before the load stops.
 const TARGET_ACKED: u64 = 100_000;
@@ -26,29 +27,6 @@ const FILMS: [&str; 3] = [
     "2b5e3c1a-0d4f-4e7a-9c8b-3f2a1d0e9c8b",
     "3c6f4d2b-1e5a-4f8b-8d9c-4a3b2e1f0d9c",
 ];
-
-/// xorshift64*: enough randomness for kill moments and batch sizes, no new crates.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 /// What the load tasks share with the test.
 #[derive(Default)]
