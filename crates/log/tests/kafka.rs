@@ -122,8 +122,14 @@ async fn records_come_back_in_per_partition_batches_in_order_and_commits_hold() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_member_takes_partitions_over_and_nothing_committed_comes_back() {
-    let broker = Tansu::start(Storage::Memory);
-    let log = KafkaLog::new(config(&broker, "share")).unwrap();
+    // The new owner resumes at the last commit, often inside a producer's record batch:
+    // only the SQLite engine serves a fetch from there (see `Storage::Memory`).
+    let broker = Tansu::start(Storage::Sqlite);
+    // Every append must be acknowledged (the count is exact), also while SQLite shares
+    // two cores with the other tests: a deadline far from the 1 s default.
+    let mut cfg = config(&broker, "share");
+    cfg.delivery_timeout = Duration::from_secs(20);
+    let log = KafkaLog::new(cfg).unwrap();
     log.ensure_topics().await.expect("topics");
     let producer = log.producer().unwrap();
     let producing = Arc::new(AtomicBool::new(true));

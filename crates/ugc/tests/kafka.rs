@@ -378,7 +378,9 @@ async fn wait_loading(loader: &Server, than: u64, name: &str, load: &Load) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loaders_in_one_group_store_every_acknowledged_event_once_through_a_kill_and_a_join() {
-    let broker = Tansu::start(Storage::Memory);
+    // Members resume at the last commit, often inside a producer's record batch: only
+    // the SQLite engine serves a fetch from there (see `Storage::Memory`).
+    let broker = Tansu::start(Storage::Sqlite);
     // Loaders in separate processes need a store they share: a ClickHouse server (with
     // UGC_TEST_STORE set, the harness adds the one it chose).
     let mut store = vec![];
