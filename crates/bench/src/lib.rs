@@ -72,7 +72,7 @@ pub struct BenchArgs {
     pub backlog: Option<u64>,
 
     /// Events in the backlog of the runs on a Kafka-protocol broker, whose memory-backed
-    /// test broker holds it all [default: 1000000; quick: 20000].
+    /// test broker holds it all [default: 10000000; quick: 20000].
     #[arg(long)]
     pub server_backlog: Option<u64>,
 
@@ -172,7 +172,7 @@ impl Plan {
                 .max(1),
             server_backlog: a
                 .server_backlog
-                .unwrap_or(if q { 20_000 } else { 1_000_000 })
+                .unwrap_or(if q { 20_000 } else { 10_000_000 })
                 .max(1),
             backends: a.backends.clone(),
             client_threads: a.client_threads.unwrap_or(1).max(1),

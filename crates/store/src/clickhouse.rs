@@ -241,7 +241,12 @@ impl ClickHouseStore {
     /// One INSERT of pre-serialized JSONEachRow lines. On servers that drop a retried
     /// block it is retried here; elsewhere the caller decides (an attempt that failed
     /// may still have stored the rows).
-    async fn insert_body(&self, table: &str, token: &str, body: &[u8]) -> Result<(), StoreError> {
+    async fn insert_body(
+        &self,
+        table: &str,
+        token: &str,
+        body: bytes::Bytes,
+    ) -> Result<(), StoreError> {
         if body.is_empty() {
             return Ok(());
         }
@@ -250,7 +255,8 @@ impl ClickHouseStore {
             let mut insert = self.inserter.insert_formatted_with(statement.clone());
             let run = async {
                 insert
-                    .send(bytes::Bytes::copy_from_slice(body))
+                    // A clone shares the buffer: retries send it again without a copy.
+                    .send(body.clone())
                     .await
                     .map_err(classify)?;
                 insert.end().await.map_err(classify)
@@ -390,12 +396,20 @@ impl ClickHouseStore {
         }
         // Each table gets its own token derived from the batch's: the dedup window is per
         // table, and an insert that died between tables is completed on retry.
-        self.insert_body("events", &format!("{}:events", batch.token), &events)
+        self.insert_body("events", &format!("{}:events", batch.token), events.into())
             .await?;
-        self.insert_body("progress", &format!("{}:progress", batch.token), &progress)
-            .await?;
-        self.insert_body("dead_letters", &format!("{}:dead", batch.token), &dead)
-            .await
+        self.insert_body(
+            "progress",
+            &format!("{}:progress", batch.token),
+            progress.into(),
+        )
+        .await?;
+        self.insert_body(
+            "dead_letters",
+            &format!("{}:dead", batch.token),
+            dead.into(),
+        )
+        .await
     }
 }
 
