@@ -8,6 +8,10 @@ use std::time::Duration;
 use configuration::Command;
 use ugc_model::UserId;
 
+/// Rust allocations go to jemalloc (C libraries keep their own malloc): see Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = configuration::parse()?;
     telemetry::init(&cli.settings.log, &cli.settings.log_format);
