@@ -307,7 +307,7 @@ impl LogConsumer for EmbeddedConsumer {
         max_wait: Duration,
     ) -> Result<Option<Batch>, LogError> {
         let max_records = max_records.max(1) as u64;
-        let pos = blocking(&self.db, |db| position(db)).await?;
+        let pos = blocking(&self.db, position).await?;
         if let Some((start, end)) = pos.pending {
             return blocking(&self.db, move |db| batch(db, start, end))
                 .await
@@ -366,7 +366,7 @@ impl LogConsumer for EmbeddedConsumer {
     }
 
     async fn lag(&self) -> Result<u64, LogError> {
-        let committed = blocking(&self.db, |db| position(db)).await?.committed;
+        let committed = blocking(&self.db, position).await?.committed;
         Ok(self.head.borrow().saturating_sub(committed))
     }
 }

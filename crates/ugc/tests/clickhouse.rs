@@ -28,7 +28,9 @@ const BATCH: usize = 250;
 /// Acknowledged events after which the load stops by itself.
 const LOAD_CAP: u64 = 120_000;
 
-/// The load tests are heavy for two cores: one at a time.
+/// The load tests are heavy for two cores: one at a time. A std mutex on purpose: each
+/// test runs on its own thread and runtime, so holding it across awaits blocks only the
+/// tests waiting their turn.
 static HEAVY: Mutex<()> = Mutex::new(());
 
 fn cluster_args(c: &Cluster) -> Vec<String> {
@@ -211,6 +213,7 @@ async fn wait_replicas_agree(cluster: &mut Cluster, total: u64, within: Duration
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
 async fn a_replica_killed_during_the_load_catches_up_and_totals_are_exact() {
     let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     let mut cluster = Cluster::start(2, 2).unwrap_or_else(|e| panic!("{e}"));
@@ -239,6 +242,7 @@ async fn a_replica_killed_during_the_load_catches_up_and_totals_are_exact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
 async fn clickhouse_stopped_for_30_s_during_the_load_makes_the_loader_wait_then_resume() {
     let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     let mut cluster = Cluster::start(2, 2).unwrap_or_else(|e| panic!("{e}"));
