@@ -89,6 +89,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Rejected(m) => ApiError::Internal(m),
+            StoreError::NotAllowed(m) => ApiError::Forbidden(m),
             e => ApiError::unavailable(e.to_string(), std::time::Duration::from_secs(2)),
         }
     }
@@ -99,6 +100,7 @@ impl From<QueryError> for ApiError {
         match e {
             QueryError::Forbidden => ApiError::Forbidden(e.to_string()),
             QueryError::InvalidSql(m) => ApiError::Validation(vec![FieldError::new("sql", m)]),
+            QueryError::NotAllowed(m) => ApiError::Forbidden(m),
             QueryError::InvalidParameter(f, m) => ApiError::Validation(vec![FieldError::new(f, m)]),
             QueryError::Store(StoreError::Timeout(t)) => {
                 ApiError::Validation(vec![FieldError::new(

@@ -15,6 +15,7 @@ use serde_json::Value;
 use ugc_chdb::{Connection, Library};
 use ugc_model::{EventId, FilmId, UserId};
 
+use crate::sandbox::{self, ParsedSelect};
 use crate::sql::{self, DeadLetterRow, EventRow, ProgressOut, ProgressRow, Schema};
 use crate::{Column, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError};
 
@@ -46,18 +47,21 @@ impl ChdbStore {
             StoreError::Unavailable(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
         let unavailable = |e: ugc_chdb::Error| StoreError::Unavailable(e.to_string());
-        let mut conn =
-            Connection::open(&lib, &config.data_dir, &config.engine_args).map_err(unavailable)?;
-        conn.query(&sql::create_database(&Schema::embedded()), "TabSeparated")
+        let schema = Schema::embedded();
+        let access = write_access_config(&config.data_dir, &schema)?;
+        let mut args = vec![format!("--config-file={}", access.display())];
+        args.extend(config.engine_args.iter().cloned());
+        let mut conn = Connection::open(&lib, &config.data_dir, &args).map_err(unavailable)?;
+        conn.query(&sql::create_database(&schema), "TabSeparated")
             .map_err(unavailable)?;
         let mut analyst = Connection::open(&lib, &config.data_dir, &[]).map_err(unavailable)?;
-        for stmt in sql::analyst_session(config.analyst_max_time.as_secs()) {
+        for stmt in sql::analyst_session(&schema, config.analyst_max_time.as_secs()) {
             analyst.query(&stmt, "TabSeparated").map_err(unavailable)?;
         }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             analyst: Arc::new(Mutex::new(analyst)),
-            schema: Schema::embedded(),
+            schema,
         })
     }
 
@@ -79,13 +83,7 @@ impl ChdbStore {
             // A poisoned lock means a panic mid-call on another thread; the connection
             // itself is still a valid handle, so keep serving.
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            conn.query(&sql, format)
-                .map(|o| o.data)
-                .map_err(|e| match e.code() {
-                    Some(TIMEOUT_EXCEEDED) => StoreError::Timeout(Duration::ZERO),
-                    Some(_) => StoreError::Rejected(e.to_string()),
-                    None => StoreError::Unavailable(e.to_string()),
-                })
+            conn.query(&sql, format).map(|o| o.data).map_err(classify)
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
@@ -221,14 +219,31 @@ impl EventStore for ChdbStore {
     }
 
     async fn select(&self, sql: &str, limits: QueryLimits) -> Result<QueryRows, StoreError> {
-        let wrapped = sql::analyst_select(sql, limits.max_rows);
-        let out = Self::run_on(self.analyst.clone(), wrapped, "JSON")
-            .await
-            .map_err(|e| match e {
-                StoreError::Timeout(_) => StoreError::Timeout(limits.max_time),
-                e => e,
-            })?;
-        parse_json_format(&out, limits.max_rows)
+        let (conn, sql, db) = (
+            self.analyst.clone(),
+            sql.to_owned(),
+            self.schema.database().to_owned(),
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let parsed = parse_with(&mut conn, &sql)?;
+            sandbox::check(&parsed, &db).map_err(|r| StoreError::NotAllowed(r.0))?;
+            // Not FORMAT JSON: chDB 26.5 writes a broken document for an empty result
+            // WITH TOTALS; this format drops totals, which the answer has no place for.
+            conn.query(
+                &sandbox::wrapped(&parsed, limits.max_rows),
+                "JSONCompactEachRowWithNamesAndTypes",
+            )
+            .map(|o| o.data)
+            .map_err(classify)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+        .map_err(|e| match e {
+            StoreError::Timeout(_) => StoreError::Timeout(limits.max_time),
+            e => e,
+        })?;
+        parse_compact_format(&out, limits.max_rows)
     }
 
     async fn recent_event_ids(
@@ -251,6 +266,105 @@ impl EventStore for ChdbStore {
     }
 }
 
+fn classify(e: ugc_chdb::Error) -> StoreError {
+    match e.code() {
+        Some(TIMEOUT_EXCEEDED) => StoreError::Timeout(Duration::ZERO),
+        Some(_) => StoreError::Rejected(e.to_string()),
+        None => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Asks the engine behind `conn` to parse an analyst's statement, without running it
+/// (see [`sandbox`]): its canonical text, then its syntax tree.
+pub(crate) fn parse_with(conn: &mut Connection, sql: &str) -> Result<ParsedSelect, StoreError> {
+    let out = conn
+        .query(&sandbox::format_query(sql), "JSONEachRow")
+        .map_err(classify)?;
+    let canonical = sandbox::read_formatted(&out.data)
+        .map_err(|e| StoreError::Rejected(format!("unreadable parse of the statement: {e}")))?;
+    let out = conn
+        .query(&sandbox::explain_ast(&canonical), "JSONEachRow")
+        .map_err(classify)?;
+    sandbox::read_ast(canonical, &out.data)
+        .map_err(|e| StoreError::Rejected(format!("unreadable syntax tree of the statement: {e}")))
+}
+
+/// The engine's access configuration: its one user may do anything in the product's
+/// database and read a few `system` catalogues, and holds no grant on sources outside
+/// it (`FILE`, `URL`, `S3`, `REMOTE`, ...). So the engine itself refuses the table
+/// functions that read files or the network, and clickhouse-local's overlay of the file
+/// system on `default` (``SELECT * FROM `/etc/passwd` ``), whatever SQL reaches it.
+/// Written beside the engine's directory on every start.
+fn write_access_config(data_dir: &Path, schema: &Schema) -> Result<PathBuf, StoreError> {
+    let dir = PathBuf::from(format!("{}.access", data_dir.display()));
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).map_err(|e| {
+            StoreError::Unavailable(format!("cannot write {}: {e}", dir.join(name).display()))
+        })
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    let mut grants = format!("<query>GRANT ALL ON {}.*</query>", schema.database());
+    for t in sandbox::SYSTEM_TABLES {
+        grants.push_str(&format!("<query>GRANT SELECT ON system.{t}</query>"));
+    }
+    write(
+        "users.xml",
+        format!(
+            "<clickhouse>\n  <profiles><default/></profiles>\n  <quotas><default/></quotas>\n  \
+             <users><default>\n    <no_password/>\n    <networks><ip>::/0</ip></networks>\n    \
+             <profile>default</profile><quota>default</quota>\n    <grants>{grants}</grants>\n  \
+             </default></users>\n</clickhouse>\n"
+        ),
+    )?;
+    let users = dir.join("users.xml");
+    write(
+        "config.xml",
+        format!(
+            "<clickhouse><users_config>{}</users_config></clickhouse>\n",
+            users
+                .display()
+                .to_string()
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+        ),
+    )?;
+    Ok(dir.join("config.xml"))
+}
+
+/// Reads `JSONCompactEachRowWithNamesAndTypes`: a line of names, a line of types, then
+/// a JSON array per row.
+fn parse_compact_format(out: &[u8], max_rows: u64) -> Result<QueryRows, StoreError> {
+    let unreadable = |e: String| StoreError::Rejected(format!("unreadable query output: {e}"));
+    let mut lines = out.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+    let mut header = || -> Result<Vec<String>, StoreError> {
+        let line = lines.next().ok_or_else(|| unreadable("no header".into()))?;
+        serde_json::from_slice(line).map_err(|e| unreadable(e.to_string()))
+    };
+    let (names, types) = (header()?, header()?);
+    let columns: Vec<Column> = names
+        .into_iter()
+        .zip(types)
+        .map(|(name, type_)| Column { name, type_ })
+        .collect();
+    let mut rows = Vec::new();
+    let mut truncated = false;
+    for line in lines {
+        if rows.len() as u64 == max_rows {
+            truncated = true;
+            break;
+        }
+        let values: Vec<Value> =
+            serde_json::from_slice(line).map_err(|e| unreadable(e.to_string()))?;
+        rows.push(columns.iter().map(|c| c.name.clone()).zip(values).collect());
+    }
+    Ok(QueryRows {
+        columns,
+        rows,
+        truncated,
+    })
+}
+
 /// Reads ClickHouse's `FORMAT JSON` output: `{"meta":[{name,type}],"data":[{...}],...}`.
 pub fn parse_json_format(out: &[u8], max_rows: u64) -> Result<QueryRows, StoreError> {
     #[derive(serde::Deserialize)]
@@ -258,8 +372,10 @@ pub fn parse_json_format(out: &[u8], max_rows: u64) -> Result<QueryRows, StoreEr
         meta: Vec<Column>,
         data: Vec<serde_json::Map<String, Value>>,
     }
+    // Output the engine wrote but we cannot read is an answer to this statement, not
+    // an outage: the client's to change, never worth a retry.
     let mut out: Out = serde_json::from_slice(out)
-        .map_err(|e| StoreError::Unavailable(format!("unreadable query output: {e}")))?;
+        .map_err(|e| StoreError::Rejected(format!("unreadable query output: {e}")))?;
     let truncated = out.data.len() as u64 > max_rows;
     out.data.truncate(max_rows as usize);
     Ok(QueryRows {

@@ -6,6 +6,7 @@
 
 pub mod chdb;
 pub mod clickhouse;
+pub mod sandbox;
 pub mod sql;
 
 use std::time::Duration;
@@ -23,6 +24,10 @@ pub enum StoreError {
     /// The store understood and refused: bad SQL, a type error. Retrying won't help.
     #[error("the analytics store refused the statement: {0}")]
     Rejected(String),
+    /// An analyst's statement parsed, but reaches outside what analysts may read
+    /// (see [`sandbox`]).
+    #[error("{0}")]
+    NotAllowed(String),
     /// A query ran past its time limit.
     #[error("the query ran longer than {0:?}")]
     Timeout(Duration),
@@ -109,7 +114,9 @@ pub trait EventStore: Send + Sync + 'static {
         offset: u32,
     ) -> Result<Vec<Progress>, StoreError>;
 
-    /// Runs one read-only `SELECT` for an analyst, bounded by `limits`.
+    /// Runs one read-only `SELECT` for an analyst, bounded by `limits`: the engine
+    /// parses it, [`sandbox::check`] admits it, and the engine runs its canonical text
+    /// in a session held to `readonly` and the limits. Every caller goes through this.
     async fn select(&self, sql: &str, limits: QueryLimits) -> Result<QueryRows, StoreError>;
 
     /// Ids of the events that arrived within the last `window`, newest first, at most

@@ -82,6 +82,11 @@ impl Schema {
         &self.database
     }
 
+    /// The database that holds the product's tables, the only one analysts read.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
     fn on_cluster(&self) -> String {
         self.cluster
             .as_ref()
@@ -577,37 +582,38 @@ impl ProgressOut {
     }
 }
 
+/// Memory one analyst query may use (bytes): a GROUP BY over millions of distinct keys
+/// must fail alone, not take the loader's engine down with it.
+pub const ANALYST_MAX_MEMORY: u64 = 1_000_000_000;
+
 /// Settings of analysts' queries, `readonly = 1` last. The embedded engine applies them
 /// to a session with `SET` (see [`analyst_session`]); a server takes them as settings of
-/// the HTTP request, where the query cannot lift them: a `SETTINGS readonly = 0` inside
-/// it fails with "Cannot execute SET query in readonly mode" (seen on 18.16).
+/// the HTTP request. Either way the query cannot lift them: with `readonly = 1` the
+/// engine refuses every change of a setting ("Cannot modify 'readonly' setting in
+/// readonly mode" on 26.5, "Cannot execute SET query in readonly mode" on 18.16), and
+/// on 18.16 it also refuses every table function.
 pub fn analyst_settings(max_seconds: u64) -> Vec<(&'static str, String)> {
     vec![
         ("max_execution_time", max_seconds.max(1).to_string()),
+        ("max_memory_usage", ANALYST_MAX_MEMORY.to_string()),
         ("output_format_json_quote_64bit_integers", "0".into()),
         ("readonly", "1".into()),
     ]
 }
 
-/// The analysts' session of the embedded engine, applied in this order. `readonly = 1`
-/// comes last: after it the session can change no setting, write nothing and call no
-/// table function that reaches outside (file, url, remote). A per-query
-/// `SETTINGS readonly = 1` would not do: the same query could switch it back off.
-pub fn analyst_session(max_seconds: u64) -> Vec<String> {
-    analyst_settings(max_seconds)
-        .into_iter()
-        .map(|(k, v)| format!("SET {k} = {v}"))
+/// The analysts' session of the embedded engine, applied in this order: its current
+/// database is the product's (so a bare table name is one of ours, never the engine's
+/// file-system overlay of `default`), and `readonly = 1` comes last: after it the
+/// session can change no setting and write nothing. A per-query `SETTINGS readonly = 1`
+/// would not do: the same query could switch it back off.
+pub fn analyst_session(s: &Schema, max_seconds: u64) -> Vec<String> {
+    std::iter::once(format!("USE {}", s.db()))
+        .chain(
+            analyst_settings(max_seconds)
+                .into_iter()
+                .map(|(k, v)| format!("SET {k} = {v}")),
+        )
         .collect()
-}
-
-/// Wraps an analyst's statement in a subquery, so that exactly one SELECT can run, with
-/// a row cap (one extra row tells us the result was cut).
-pub fn analyst_select(sql: &str, max_rows: u64) -> String {
-    format!(
-        "SELECT * FROM (\n{}\n) LIMIT {}",
-        sql.trim().trim_end_matches(';'),
-        max_rows + 1
-    )
 }
 
 pub fn recent_event_ids(s: &Schema, window_secs: u64, limit: usize) -> String {

@@ -132,8 +132,13 @@ async fn one_server_of_version_18_16() {
         "SELECT * FROM file('/etc/passwd', CSV, 'a String')",
         "SELECT nope FROM ugc.events",
     ] {
+        // Refused by the sandbox (parsed, but outside what analysts may read) or by
+        // the engine.
         let e = store.select(sql, LIMITS).await.unwrap_err();
-        assert!(matches!(e, StoreError::Rejected(_)), "{sql}: {e:?}");
+        assert!(
+            matches!(e, StoreError::Rejected(_) | StoreError::NotAllowed(_)),
+            "{sql}: {e:?}"
+        );
     }
     let e = store
         .select(

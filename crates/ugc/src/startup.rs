@@ -195,6 +195,7 @@ async fn open_clickhouse(s: &Settings) -> anyhow::Result<ClickHouseStore> {
     config.database = s.clickhouse_database.clone();
     config.cluster = s.clickhouse_cluster.clone();
     config.analyst_max_time = Duration::from_secs(s.query_timeout_secs);
+    config.parser_library = s.chdb_library();
     let mut pause = Duration::from_millis(200);
     loop {
         let attempt = async {
