@@ -98,7 +98,7 @@ impl From<StoreError> for ApiError {
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match e {
-            QueryError::Forbidden => ApiError::Forbidden(e.to_string()),
+            QueryError::Forbidden | QueryError::AdminOnly => ApiError::Forbidden(e.to_string()),
             QueryError::InvalidSql(m) => ApiError::Validation(vec![FieldError::new("sql", m)]),
             QueryError::NotAllowed(m) => ApiError::Forbidden(m),
             QueryError::InvalidParameter(f, m) => ApiError::Validation(vec![FieldError::new(f, m)]),

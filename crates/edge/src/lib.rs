@@ -11,13 +11,13 @@ pub mod state;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use utoipa_scalar::{Scalar, Servable};
 
 pub use state::{AppState, EdgeConfig};
 
 use crate::error::ApiError;
-use crate::routes::{events, health, queries};
+use crate::routes::{admin, events, health, queries};
 
 pub fn router(state: AppState) -> Router {
     let doc = openapi::document(&state.config().compat);
@@ -30,6 +30,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/progress", get(queries::continue_watching))
         .route("/api/v1/query", post(queries::analyst_sql))
+        .route("/api/v1/users/{user_id}/data", delete(admin::erase_user))
+        .route("/api/v1/jobs/{job_id}", get(admin::job))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(compat::router(&state.config().compat))

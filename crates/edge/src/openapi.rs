@@ -6,7 +6,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::compat::{self, CompatConfig, Seed};
-use crate::routes::{events, health, queries};
+use crate::routes::{admin, events, health, queries};
 
 /// An event as a client sends it: the event's own fields (selected by `type`) plus the
 /// optional common fields. Unknown fields are rejected, so typos do not pass silently.
@@ -28,6 +28,7 @@ pub struct EventRequest {
     paths(
         events::post_event, events::post_batch,
         queries::film_progress, queries::continue_watching, queries::analyst_sql,
+        admin::erase_user, admin::job,
         health::healthz, health::readyz,
         compat::seed000::send_to_broker,
         compat::seed001::send_get, compat::seed001::send_post,
@@ -40,7 +41,7 @@ pub struct EventRequest {
         (name = "ingest", description = "Viewer events in; a 2xx means durable"),
         (name = "progress", description = "Where the viewer stopped"),
         (name = "analytics", description = "Read-only SQL over every event"),
-        (name = "operations", description = "Health and readiness"),
+        (name = "operations", description = "Health, readiness, and admins' erasure of a user's data"),
         (name = "compat: seed 000", description = "As the seed 000 service answered: `send_to_broker/{event_type}`, token in the `access_token_cookie` cookie"),
         (name = "compat: seed 001", description = "As the seed 001 service answered: data in the query string, token in the `access_token` cookie"),
         (name = "compat: seed 002", description = "As the seed 002 service answered: `produce` and `batch_produce`; 201 on success"),

@@ -21,13 +21,14 @@
 
 pub mod dedup;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use ugc_log::{Batch, LogConsumer};
-use ugc_model::Envelope;
+use ugc_model::{Envelope, UserId};
 use ugc_store::{DeadLetter, EventStore, LogPosition, StoreBatch, StoreError};
 
 use crate::dedup::RecentIds;
@@ -68,6 +69,8 @@ pub struct LoaderStatus {
     pub dead_letters: AtomicU64,
     /// Records dropped because their event id was already stored (client retries).
     pub duplicates_dropped: AtomicU64,
+    /// Records dropped because their user's data was erased after they arrived.
+    pub erased_dropped: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -122,6 +125,7 @@ impl Loader {
         }
         tracing::info!(ids = recent.len(), "loader started");
         backoff.reset();
+        let mut erased = Erased::default();
         while !*shutdown.borrow() {
             let polled = tokio::select! {
                 _ = shutdown.changed() => break,
@@ -161,6 +165,8 @@ impl Loader {
                     }
                 }
             }
+            erased.refresh(self.store.as_ref()).await;
+            let erased_now = erased.drop_from(&mut store_batch);
             let before = store_batch.events.len();
             drop_seen(&mut store_batch, &recent);
             let duplicates = before - store_batch.events.len();
@@ -199,6 +205,9 @@ impl Loader {
             self.status
                 .duplicates_dropped
                 .fetch_add(duplicates as u64, Ordering::Relaxed);
+            self.status
+                .erased_dropped
+                .fetch_add(erased_now as u64, Ordering::Relaxed);
             self.status
                 .rows_loaded
                 .fetch_add(store_batch.events.len() as u64, Ordering::Relaxed);
@@ -311,6 +320,58 @@ impl Loader {
             _ = shutdown.changed() => true,
             _ = tokio::time::sleep(backoff.next()) => *shutdown.borrow(),
         }
+    }
+}
+
+/// Users whose data was erased, with the second of the request, as the store last said.
+/// An event of such a user that arrived up to then is dropped: it was in the log when
+/// the erasure ran, and must not come back.
+#[derive(Default)]
+struct Erased {
+    by_user: HashMap<UserId, u64>,
+    read_at: Option<Instant>,
+}
+
+impl Erased {
+    /// How stale the list may be: the erasure job waits longer than this before it
+    /// trusts that no loader will insert the user's old events again.
+    const REFRESH: Duration = Duration::from_secs(1);
+
+    async fn refresh(&mut self, store: &dyn EventStore) {
+        if self.read_at.is_some_and(|t| t.elapsed() < Self::REFRESH) {
+            return;
+        }
+        match store.erasures().await {
+            Ok(list) => {
+                self.by_user = list.into_iter().map(|e| (e.user, e.requested_secs)).fold(
+                    HashMap::new(),
+                    |mut m, (u, s)| {
+                        let at = m.entry(u).or_insert(s);
+                        *at = (*at).max(s);
+                        m
+                    },
+                );
+                self.read_at = Some(Instant::now());
+            }
+            // Load on with the list we have: the erasure job deletes again whatever
+            // lands meanwhile, so this only delays an erasure, never undoes it.
+            Err(e) => tracing::warn!(error = %e, "cannot read erasures; using the last list"),
+        }
+    }
+
+    fn drop_from(&self, batch: &mut StoreBatch) -> usize {
+        if self.by_user.is_empty() {
+            return 0;
+        }
+        let before = batch.events.len();
+        batch.events.retain(|(_, e)| {
+            let Some(user) = &e.user_id else { return true };
+            match self.by_user.get(user) {
+                Some(&secs) => e.received_at.millis().div_euclid(1000) > secs as i64,
+                None => true,
+            }
+        });
+        before - batch.events.len()
     }
 }
 

@@ -1,7 +1,10 @@
 //! The read side of the pipeline: what the player asks ("where did I stop?", "continue
 //! watching") and what analysts ask (read-only SQL). It owns the rules of asking —
 //! who may run SQL, which statements, how many rows, how long — and leaves the SQL
-//! itself to the store.
+//! itself to the store. Beside it, the one write an admin asks of the store: erasing a
+//! user's data ([`erasure`]).
+
+pub mod erasure;
 
 use std::sync::Arc;
 
@@ -18,6 +21,8 @@ pub const MAX_SQL_BYTES: usize = 64 * 1024;
 pub enum QueryError {
     #[error("this needs a token with one of the roles: admin, analyst")]
     Forbidden,
+    #[error("this needs a token with the role admin")]
+    AdminOnly,
     #[error("{0}")]
     InvalidSql(String),
     /// The statement parsed, but reaches outside what analysts may read.
@@ -34,6 +39,7 @@ pub struct QueryService {
     store: Arc<dyn EventStore>,
     limits: QueryLimits,
     max_page: u32,
+    erasures: erasure::Erasures,
 }
 
 /// One page of the "continue watching" list.
@@ -49,6 +55,7 @@ pub struct ProgressPage {
 impl QueryService {
     pub fn new(store: Arc<dyn EventStore>, limits: QueryLimits, max_page: u32) -> Self {
         Self {
+            erasures: erasure::Erasures::new(store.clone()),
             store,
             limits,
             max_page: max_page.max(1),
@@ -116,6 +123,11 @@ impl QueryService {
             Err(StoreError::NotAllowed(msg)) => Err(QueryError::NotAllowed(msg)),
             other => Ok(other?),
         }
+    }
+
+    /// Erasure of users' data, for admins.
+    pub fn erasures(&self) -> &erasure::Erasures {
+        &self.erasures
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

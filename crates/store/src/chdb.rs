@@ -17,7 +17,9 @@ use ugc_model::{EventId, FilmId, UserId};
 
 use crate::sandbox::{self, ParsedSelect};
 use crate::sql::{self, DeadLetterRow, EventRow, ProgressOut, ProgressRow, Schema};
-use crate::{Column, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError};
+use crate::{
+    Column, Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError,
+};
 
 /// ClickHouse error codes that mean "the statement is wrong", not "try again".
 const TIMEOUT_EXCEEDED: u32 = 159;
@@ -259,6 +261,41 @@ impl EventStore for ChdbStore {
             .rows(sql::recent_event_ids(&self.schema, window.as_secs(), limit))
             .await?;
         Ok(rows.into_iter().map(|r| EventId::from(r.id)).collect())
+    }
+
+    async fn record_erasure(&self, erasure: &Erasure) -> Result<(), StoreError> {
+        let stmt = sql::insert_erasure(
+            &self.schema,
+            erasure.job,
+            &erasure.user,
+            erasure.requested_secs,
+        );
+        self.run(stmt, "TabSeparated").await.map(drop)
+    }
+
+    async fn erasures(&self) -> Result<Vec<Erasure>, StoreError> {
+        let rows: Vec<sql::ErasureRow> = self.rows(sql::erasures(&self.schema)).await?;
+        rows.into_iter()
+            .map(sql::ErasureRow::into_erasure)
+            .collect()
+    }
+
+    async fn erase(&self, erasure: &Erasure) -> Result<(), StoreError> {
+        for stmt in sql::erase_user(&self.schema, &erasure.user, erasure.requested_secs) {
+            self.run(stmt, "TabSeparated").await?;
+        }
+        Ok(())
+    }
+
+    async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError> {
+        let rows: Vec<sql::CountRow> = self
+            .rows(sql::user_rows(
+                &self.schema,
+                &erasure.user,
+                erasure.requested_secs,
+            ))
+            .await?;
+        Ok(rows.first().map_or(0, |r| r.n))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

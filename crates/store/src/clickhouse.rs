@@ -28,7 +28,7 @@ use ugc_model::{EventId, FilmId, UserId};
 use crate::chdb::{parse_json_format, parse_with};
 use crate::sandbox;
 use crate::sql::{self, DeadLetterRow, Dialect, EventRow, ProgressOut, ProgressRow, Schema};
-use crate::{EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError};
+use crate::{Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct ClickHouseConfig {
@@ -582,6 +582,41 @@ impl EventStore for ClickHouseStore {
             .rows(sql::recent_event_ids(&self.schema, window.as_secs(), limit))
             .await?;
         Ok(rows.into_iter().map(|r| EventId::from(r.id)).collect())
+    }
+
+    async fn record_erasure(&self, erasure: &Erasure) -> Result<(), StoreError> {
+        let stmt = sql::insert_erasure(
+            &self.schema,
+            erasure.job,
+            &erasure.user,
+            erasure.requested_secs,
+        );
+        self.execute(stmt).await
+    }
+
+    async fn erasures(&self) -> Result<Vec<Erasure>, StoreError> {
+        let rows: Vec<sql::ErasureRow> = self.rows(sql::erasures(&self.schema)).await?;
+        rows.into_iter()
+            .map(sql::ErasureRow::into_erasure)
+            .collect()
+    }
+
+    async fn erase(&self, erasure: &Erasure) -> Result<(), StoreError> {
+        for stmt in sql::erase_user(&self.schema, &erasure.user, erasure.requested_secs) {
+            self.execute(stmt).await?;
+        }
+        Ok(())
+    }
+
+    async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError> {
+        let rows: Vec<sql::CountRow> = self
+            .rows(sql::user_rows(
+                &self.schema,
+                &erasure.user,
+                erasure.requested_secs,
+            ))
+            .await?;
+        Ok(rows.first().map_or(0, |r| r.n))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -68,6 +68,16 @@ pub struct Progress {
     pub updated_at: Timestamp,
 }
 
+/// A request to erase everything stored of one user ("right to be forgotten"), up to
+/// the second it was made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Erasure {
+    pub job: uuid::Uuid,
+    pub user: UserId,
+    /// Unix seconds of the request: rows of the user that arrived up to then go.
+    pub requested_secs: u64,
+}
+
 /// Bounds on an analyst's query.
 #[derive(Clone, Copy, Debug)]
 pub struct QueryLimits {
@@ -126,6 +136,19 @@ pub trait EventStore: Send + Sync + 'static {
         window: Duration,
         limit: usize,
     ) -> Result<Vec<EventId>, StoreError>;
+
+    /// Records an erasure request, where every loader and API instance can read it.
+    async fn record_erasure(&self, erasure: &Erasure) -> Result<(), StoreError>;
+
+    /// Every erasure request ever recorded.
+    async fn erasures(&self) -> Result<Vec<Erasure>, StoreError>;
+
+    /// Starts deleting the user's rows up to the request (on every replica); the
+    /// deletes finish in the background: see [`EventStore::rows_left`].
+    async fn erase(&self, erasure: &Erasure) -> Result<(), StoreError>;
+
+    /// Rows of the user up to the request still stored.
+    async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError>;
 
     /// Is the store usable right now?
     async fn ping(&self) -> Result<(), StoreError>;

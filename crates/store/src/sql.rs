@@ -214,11 +214,131 @@ pub fn record_migration(s: &Schema, m: &Migration) -> String {
     )
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events, progress, dead letters",
-    statements: migration_1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events, progress, dead letters",
+        statements: migration_1,
+    },
+    Migration {
+        version: 2,
+        name: "erasures",
+        statements: migration_2,
+    },
+];
+
+/// Users whose data was erased ("right to be forgotten"), with the second of the
+/// request: the loader drops their events received up to then, and the erasure job
+/// reads its progress from here, whichever instance serves the request.
+fn migration_2(s: &Schema) -> Vec<String> {
+    s.create_table(
+        "erasures",
+        "
+            job_id UUID,
+            user_id String,
+            requested_secs UInt64
+        ",
+        "ReplacingMergeTree",
+        None,
+        "ORDER BY job_id",
+        "sipHash64(toString(user_id))",
+    )
+}
+
+/// Records an erasure request.
+pub fn insert_erasure(s: &Schema, job: uuid::Uuid, user: &UserId, requested_secs: u64) -> String {
+    format!(
+        "INSERT INTO {}.erasures (job_id, user_id, requested_secs) VALUES (toUUID({}), {}, {requested_secs})",
+        s.db(),
+        quote(&job.to_string()),
+        quote(user.as_str())
+    )
+}
+
+/// Every erasure request (a small table: one row per erased user).
+pub fn erasures(s: &Schema) -> String {
+    format!(
+        "SELECT toString(job_id) AS job, user_id AS user, max(requested_secs) AS secs \
+         FROM {}.erasures GROUP BY job_id, user_id",
+        s.db()
+    )
+}
+
+/// A 64-bit integer as ClickHouse writes it in JSON: a number, or (servers quote 64-bit
+/// integers by default) a string of digits.
+fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| serde::de::Error::custom("expected an unsigned integer"))
+}
+
+/// A row of [`erasures`].
+#[derive(Deserialize)]
+pub struct ErasureRow {
+    job: uuid::Uuid,
+    user: String,
+    #[serde(deserialize_with = "lenient_u64")]
+    secs: u64,
+}
+
+impl ErasureRow {
+    pub fn into_erasure(self) -> Result<crate::Erasure, crate::StoreError> {
+        Ok(crate::Erasure {
+            job: self.job,
+            user: UserId::parse(self.user)
+                .map_err(|e| crate::StoreError::Unavailable(format!("bad erasure row: {e}")))?,
+            requested_secs: self.secs,
+        })
+    }
+}
+
+/// The count of [`user_rows`].
+#[derive(Deserialize)]
+pub struct CountRow {
+    #[serde(deserialize_with = "lenient_u64")]
+    pub n: u64,
+}
+
+/// The tables that hold a user's data, with the time column that says whether a row
+/// came before the erasure.
+const ERASED_TABLES: &[(&str, &str)] = &[("events", "received_at"), ("progress", "updated_at")];
+
+/// Deletes a user's rows up to the request's second, as mutations (`ALTER … DELETE`:
+/// 18.16 has no lightweight `DELETE`); on a cluster on every replica of every shard.
+pub fn erase_user(s: &Schema, user: &UserId, requested_secs: u64) -> Vec<String> {
+    ERASED_TABLES
+        .iter()
+        .map(|(table, time)| {
+            let (table, on_cluster) = match &s.cluster {
+                Some(_) => (format!("{table}_local"), s.on_cluster()),
+                None => (table.to_string(), String::new()),
+            };
+            format!(
+                "ALTER TABLE {}.{table}{on_cluster} DELETE WHERE user_id = {} AND toUnixTimestamp({time}) <= {requested_secs}",
+                s.db(),
+                quote(user.as_str())
+            )
+        })
+        .collect()
+}
+
+/// Rows of a user up to the request's second still in the store, over every table.
+pub fn user_rows(s: &Schema, user: &UserId, requested_secs: u64) -> String {
+    let counts: Vec<String> = ERASED_TABLES
+        .iter()
+        .map(|(table, time)| {
+            format!(
+                "(SELECT count() FROM {}.{table} WHERE user_id = {} AND toUnixTimestamp({time}) <= {requested_secs})",
+                s.db(),
+                quote(user.as_str())
+            )
+        })
+        .collect();
+    format!("SELECT {} AS n", counts.join(" + "))
+}
 
 fn migration_1(s: &Schema) -> Vec<String> {
     let mut out = Vec::new();

@@ -1,3 +1,4 @@
+pub mod admin;
 pub mod events;
 pub mod health;
 pub mod queries;
