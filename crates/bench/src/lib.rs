@@ -1,4 +1,5 @@
-//! `ugc bench`: the benchmark suite.
+//! `ugc-bench`: the benchmark suite, a binary of its own so that the product does not
+//! ship it.
 //!
 //! Every figure is measured against a baseline in the same run on the same machine:
 //!
@@ -8,8 +9,8 @@
 //! 4. freshness (2xx → visible to a query) at half the maximum rate vs on an idle server;
 //! 5. peak RSS of the API under maximum load and of the loader draining a large backlog.
 //!
-//! Systems under test run as child processes of the same binary (`ugc serve`, or a hidden
-//! role of `ugc bench`), so their memory and CPU can be read from `/proc` and each has its
+//! Systems under test run as child processes (`ugc serve` from the `ugc` binary beside
+//! this one, or a hidden role of `ugc-bench`), so their memory and CPU can be read from `/proc` and each has its
 //! own embedded ClickHouse engine (chDB allows one per process). The load generator runs
 //! in this process.
 
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-/// Options of `ugc bench`. Unset numbers take the full suite's defaults, or the quick
+/// Options of `ugc-bench`. Unset numbers take the full suite's defaults, or the quick
 /// run's with `--quick`. Servers the suite starts also read the usual `UGC_*` variables.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -85,6 +86,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub client_threads: Option<usize>,
 
+    /// The `ugc` binary the suite runs as the system under test [default: `ugc` beside
+    /// this binary].
+    #[arg(long)]
+    pub ugc_bin: Option<PathBuf>,
+
     #[arg(long, hide = true, value_enum)]
     pub internal_role: Option<Role>,
     #[arg(long, hide = true)]
@@ -138,7 +144,10 @@ pub(crate) struct Plan {
     pub poll_every: Duration,
     /// Requests pre-built for each HTTP phase (the generator cycles through them).
     pub pool: usize,
+    /// This binary, for the hidden roles.
     pub exe: PathBuf,
+    /// The product's binary, for `ugc serve`.
+    pub ugc_exe: PathBuf,
     pub chdb_lib: PathBuf,
 }
 
@@ -181,6 +190,10 @@ impl Plan {
             poll_every: Duration::from_millis(20),
             pool: if q { 1024 } else { 8192 },
             exe: std::env::current_exe()?,
+            ugc_exe: match &a.ugc_bin {
+                Some(p) => p.clone(),
+                None => std::env::current_exe()?.with_file_name("ugc"),
+            },
             chdb_lib: std::env::var_os("UGC_CHDB_LIB")
                 .map(PathBuf::from)
                 .unwrap_or_else(ugc_chdb::default_library_path),
@@ -188,6 +201,11 @@ impl Plan {
         anyhow::ensure!(
             plan.duration > Duration::ZERO,
             "--duration-secs must be positive"
+        );
+        anyhow::ensure!(
+            plan.ugc_exe.exists(),
+            "the ugc binary is not at {}: build it (cargo build --release -p ugc), or give --ugc-bin",
+            plan.ugc_exe.display()
         );
         anyhow::ensure!(
             plan.chdb_lib.exists(),

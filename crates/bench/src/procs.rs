@@ -213,7 +213,7 @@ impl Server {
     ) -> anyhow::Result<Server> {
         std::fs::create_dir_all(dir)?;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let mut cmd = Command::new(&plan.exe);
+        let mut cmd = Command::new(&plan.ugc_exe);
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(dir.join("data"))
@@ -251,13 +251,12 @@ impl Server {
     }
 }
 
-/// A hidden role of `ugc bench` in a child process; it reports on stdout.
+/// A hidden role of `ugc-bench` in a child process; it reports on stdout.
 pub fn start_role(plan: &Plan, role: Role, dir: &Path, extra: &[String]) -> anyhow::Result<Proc> {
     std::fs::create_dir_all(dir)?;
     let name = format!("{role:?}");
     let mut cmd = Command::new(&plan.exe);
-    cmd.arg("bench")
-        .arg("--internal-role")
+    cmd.arg("--internal-role")
         .arg(
             clap::ValueEnum::to_possible_value(&role)
                 .map(|v| v.get_name().to_owned())

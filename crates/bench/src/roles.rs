@@ -1,4 +1,4 @@
-//! The hidden roles of `ugc bench`, each run in a child process of the suite. A role
+//! The hidden roles of `ugc-bench`, each run in a child process of the suite. A role
 //! reports to the suite with JSON lines on stdout (`ready`, `progress`, `result`) and
 //! exits when its stdin closes, so nothing outlives a suite that died.
 

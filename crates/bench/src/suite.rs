@@ -254,7 +254,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         .tempdir_in(&plan.work_dir)?;
     let progress = Progress::new();
     progress.done(&format!(
-        "ugc bench{}: {} connections, {} users, {} s measured after {} s warm-up per phase; data under {}",
+        "ugc-bench{}: {} connections, {} users, {} s measured after {} s warm-up per phase; data under {}",
         if plan.quick { " --quick" } else { "" },
         plan.connections,
         plan.users,

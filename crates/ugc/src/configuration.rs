@@ -37,9 +37,6 @@ pub enum Command {
     Serve,
     /// Print a development token signed with the configured HS256 secret.
     Token(TokenArgs),
-    /// Run the benchmark suite: each stage against a baseline measured in the same run
-    /// (see bench/README.md). `--quick` checks the harness in under two minutes.
-    Bench(ugc_bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -234,7 +231,7 @@ pub struct Settings {
 
     /// How long the Kafka producer waits to fill a batch, in ms. Every 2xx waits for its
     /// delivery report, so this adds to each request's latency; under load batches fill
-    /// anyway (`ugc bench`: 1 ms gave the most single-event req/s; see bench/README.md).
+    /// anyway (`ugc-bench`: 1 ms gave the most single-event req/s; see bench/README.md).
     #[arg(long, env = "UGC_KAFKA_LINGER_MS", default_value_t = 1, global = true)]
     pub kafka_linger_ms: u64,
 

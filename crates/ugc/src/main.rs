@@ -32,6 +32,5 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Command::Bench(args) => ugc_bench::run(args),
     }
 }

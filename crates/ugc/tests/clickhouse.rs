@@ -355,11 +355,11 @@ fn fixed_events(user: usize) -> Vec<Value> {
     for (k, film) in FILMS.iter().enumerate().take(1 + user % 3) {
         out.push(json!({"type":"view_progress","film_id":film,"film_timestamp":(user * 311 + k * 97) % 7200,"event_id":id(10 + k),"occurred_at":at(k)}));
         out.push(json!({"type":"pause","film_id":film,"position":(user * 313 + k * 89) % 7200,"event_id":id(20 + k),"occurred_at":at(k + 1)}));
-        if (user + k) % 4 == 0 {
+        if (user + k).is_multiple_of(4) {
             out.push(json!({"type":"full_view","film_id":film,"event_id":id(30 + k),"occurred_at":at(k + 2)}));
         }
-        if (user + k) % 3 == 0 {
-            out.push(json!({"type":"quality_change","film_id":film,"from":"720p","to":if user % 2 == 0 {"1080p"} else {"480p"},"position":60,"event_id":id(40 + k),"occurred_at":at(k + 3)}));
+        if (user + k).is_multiple_of(3) {
+            out.push(json!({"type":"quality_change","film_id":film,"from":"720p","to":if user.is_multiple_of(2) {"1080p"} else {"480p"},"position":60,"event_id":id(40 + k),"occurred_at":at(k + 3)}));
         }
     }
     let pages = ["films_list", "film", "film_search", "genres"];

@@ -1,4 +1,4 @@
-//! Black-box: `ugc bench --quick` runs every scenario against real servers it starts
+//! Black-box: `ugc-bench --quick` runs every scenario against real servers it starts
 //! itself and writes its results. It checks that the harness works, not speed.
 
 use std::process::Command;
@@ -11,19 +11,29 @@ fn bench_quick_measures_every_scenario_against_its_baseline_and_writes_results()
     let out = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let run = Command::new(env!("CARGO_BIN_EXE_ugc"))
-        .args(["bench", "--quick", "--out"])
+    // The system under test is the `ugc` binary the workspace builds beside this one.
+    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_ugc-bench"));
+    let ugc = bench.with_file_name("ugc");
+    assert!(
+        ugc.exists(),
+        "the ugc binary is not at {}: build the workspace (cargo build -p ugc)",
+        ugc.display()
+    );
+    let run = Command::new(bench)
+        .args(["--quick", "--ugc-bin"])
+        .arg(&ugc)
+        .arg("--out")
         .arg(out.path())
         .arg("--work-dir")
         .arg(work.path())
         .output()
-        .expect("cannot run ugc bench");
+        .expect("cannot run ugc-bench");
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         run.status.success(),
-        "ugc bench --quick failed ({}):\n{stdout}\n{stderr}",
+        "ugc-bench --quick failed ({}):\n{stdout}\n{stderr}",
         run.status
     );
     assert!(
