@@ -15,14 +15,12 @@ use serde_json::Value;
 use ugc_chdb::{Connection, Library};
 use ugc_model::{EventId, FilmId, UserId};
 
+use crate::errors;
 use crate::sandbox::{self, ParsedSelect};
 use crate::sql::{self, DeadLetterRow, EventRow, ProgressOut, ProgressRow, Schema};
 use crate::{
     Column, Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError,
 };
-
-/// ClickHouse error codes that mean "the statement is wrong", not "try again".
-const TIMEOUT_EXCEEDED: u32 = 159;
 
 #[derive(Clone, Debug)]
 pub struct ChdbConfig {
@@ -123,7 +121,10 @@ impl ChdbStore {
         }
         // The body is JSON text plus our header, hence valid UTF-8.
         let text = String::from_utf8(body).map_err(|e| StoreError::Rejected(e.to_string()))?;
-        self.run(text, "JSONEachRow").await.map(drop)
+        self.run(text, "JSONEachRow")
+            .await
+            .map(drop)
+            .map_err(errors::for_insert)
     }
 }
 
@@ -303,10 +304,11 @@ impl EventStore for ChdbStore {
     }
 }
 
+/// chDB's errors carry ClickHouse's codes, read as a server's are; an error without a
+/// code is the library failing, not the statement.
 fn classify(e: ugc_chdb::Error) -> StoreError {
     match e.code() {
-        Some(TIMEOUT_EXCEEDED) => StoreError::Timeout(Duration::ZERO),
-        Some(_) => StoreError::Rejected(e.to_string()),
+        Some(_) => errors::classify(e.to_string()),
         None => StoreError::Unavailable(e.to_string()),
     }
 }

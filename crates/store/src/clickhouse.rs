@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use ugc_model::{EventId, FilmId, UserId};
 
 use crate::chdb::{parse_json_format, parse_with};
+use crate::errors::{self, for_insert};
 use crate::sandbox;
 use crate::sql::{self, DeadLetterRow, Dialect, EventRow, ProgressOut, ProgressRow, Schema};
 use crate::{Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError};
@@ -632,73 +633,13 @@ impl EventStore for ClickHouseStore {
     }
 }
 
-/// ClickHouse error codes that mean "not now" rather than "never": timeouts, overload,
-/// lost connections between nodes, ZooKeeper trouble, read-only replicas.
-const TRANSIENT: &[u32] = &[
-    3,    // UNEXPECTED_END_OF_FILE
-    32,   // ATTEMPT_TO_READ_AFTER_EOF (a peer closed the connection)
-    173,  // CANNOT_ALLOCATE_MEMORY
-    198,  // DNS_ERROR
-    202,  // TOO_MANY_SIMULTANEOUS_QUERIES
-    203,  // NO_FREE_CONNECTION
-    209,  // SOCKET_TIMEOUT
-    210,  // NETWORK_ERROR
-    225,  // NO_ZOOKEEPER
-    236,  // ABORTED
-    241,  // MEMORY_LIMIT_EXCEEDED
-    242,  // TABLE_IS_READ_ONLY (a replica without its ZooKeeper session)
-    243,  // NOT_ENOUGH_SPACE
-    252,  // TOO_MANY_PARTS
-    279,  // ALL_CONNECTION_TRIES_FAILED
-    285,  // TOO_FEW_LIVE_REPLICAS
-    286,  // UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE
-    319,  // UNKNOWN_STATUS_OF_INSERT
-    394,  // QUERY_WAS_CANCELLED
-    425,  // SYSTEM_ERROR
-    999,  // KEEPER_EXCEPTION
-    1000, // POCO_EXCEPTION (mostly network)
-];
-const TIMEOUT_EXCEEDED: u32 = 159;
-const TOO_SLOW: u32 = 160;
-
-/// Codes that say the rows themselves are bad: only these make an insert `Rejected`
-/// (and so its rows dead letters). Anything else wrong with an insert (a missing table,
-/// a read-only user) is the deployment's fault, and the loader waits for it to be fixed.
-const BAD_DATA: &[u32] = &[6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 321, 376];
-
-/// The `Code: N` ClickHouse puts at the start of every error.
-fn error_code(message: &str) -> Option<u32> {
-    let at = message.find("Code: ")? + "Code: ".len();
-    let digits: String = message[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
 fn classify(e: ::clickhouse::error::Error) -> StoreError {
     use ::clickhouse::error::Error as E;
     match e {
-        E::BadResponse(msg) => match error_code(&msg) {
-            Some(TIMEOUT_EXCEEDED | TOO_SLOW) => StoreError::Timeout(Duration::ZERO),
-            Some(code) if TRANSIENT.contains(&code) => StoreError::Unavailable(msg),
-            Some(_) => StoreError::Rejected(msg),
-            // No ClickHouse error: a proxy or a dying server (5xx without a body).
-            None => StoreError::Unavailable(msg),
-        },
+        // Without a ClickHouse code: a proxy or a dying server (5xx without a body).
+        E::BadResponse(msg) => errors::classify(msg),
         E::InvalidParams(e) => StoreError::Rejected(e.to_string()),
         other => StoreError::Unavailable(other.to_string()),
-    }
-}
-
-/// An insert is `Rejected` only for bad rows; a time limit is just "not now".
-fn for_insert(e: StoreError) -> StoreError {
-    match e {
-        StoreError::Rejected(msg) if !error_code(&msg).is_some_and(|c| BAD_DATA.contains(&c)) => {
-            StoreError::Unavailable(msg)
-        }
-        StoreError::Timeout(_) => StoreError::Unavailable("insert timed out".into()),
-        e => e,
     }
 }
 
@@ -713,36 +654,4 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_codes_classify() {
-        let bad = |m: &str| classify(::clickhouse::error::Error::BadResponse(m.into()));
-        assert!(matches!(
-            bad("Code: 62, e.displayText() = DB::Exception: Syntax error"),
-            StoreError::Rejected(_)
-        ));
-        assert!(matches!(
-            bad("Code: 279, e.displayText() = All connection tries failed"),
-            StoreError::Unavailable(_)
-        ));
-        assert!(matches!(
-            bad("Code: 159. DB::Exception: Timeout exceeded"),
-            StoreError::Timeout(_)
-        ));
-        assert!(matches!(
-            bad("503 Service Unavailable"),
-            StoreError::Unavailable(_)
-        ));
-        // A missing table stalls the loader rather than dead-lettering every row.
-        assert!(matches!(
-            for_insert(bad(
-                "Code: 60, e.displayText() = Table ugc.events doesn't exist"
-            )),
-            StoreError::Unavailable(_)
-        ));
-        assert!(matches!(
-            for_insert(bad("Code: 117, e.displayText() = Unknown field")),
-            StoreError::Rejected(_)
-        ));
-    }
 }
