@@ -650,8 +650,3 @@ fn jitter(d: Duration) -> Duration {
         .map_or(0, |t| t.subsec_nanos());
     d.mul_f64(0.5 + (nanos % 1000) as f64 / 2000.0)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
