@@ -2,66 +2,31 @@
 //! cannot be decoded lands in the dead-letter table with its reason, and the events
 //! around it still load.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::scalar;
 use tokio::sync::watch;
 use ugc_loader::{Loader, LoaderConfig};
 use ugc_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use ugc_log::{LogProducer, OutRecord};
-use ugc_model::{ENVELOPE_VERSION, Envelope, EventId, Timestamp, UserId, parse_event};
-use ugc_store::chdb::{ChdbConfig, ChdbStore};
-use ugc_store::{EventStore, QueryLimits};
+use ugc_model::{Timestamp, UserId};
 
-fn envelope(user: &UserId) -> Envelope {
-    let incoming = parse_event(
-        &serde_json::json!({"type":"full_view","film_id":"1ec4cd73-2fd5-4f25-af68-b6595d279af2"}),
+fn envelope(user: &UserId) -> ugc_model::Envelope {
+    common::envelope(
+        user,
+        serde_json::json!({"type":"full_view","film_id":"1ec4cd73-2fd5-4f25-af68-b6595d279af2"}),
+        Timestamp::now(),
     )
-    .unwrap();
-    Envelope {
-        v: ENVELOPE_VERSION,
-        event_id: EventId::new_v7(),
-        user_id: Some(user.clone()),
-        received_at: Timestamp::now(),
-        occurred_at: Timestamp::now(),
-        client_ip: None,
-        context: incoming.context,
-        event: incoming.event,
-    }
-}
-
-async fn scalar(store: &ChdbStore, sql: &str) -> serde_json::Value {
-    let limits = QueryLimits {
-        max_rows: 10,
-        max_time: Duration::from_secs(10),
-    };
-    let rows = store.select(sql, limits).await.expect(sql);
-    rows.rows
-        .first()
-        .and_then(|r| r.values().next().cloned())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_record_goes_to_dead_letters_and_the_rest_loads() {
     let dir = tempfile::tempdir().unwrap();
-    let library = std::env::var_os("UGC_CHDB_LIB")
-        .map(Into::into)
-        .unwrap_or_else(ugc_chdb::default_library_path);
-    assert!(
-        library.exists(),
-        "libchdb.so not found at {}: run scripts/fetch-chdb",
-        library.display()
-    );
-    let store = ChdbStore::open(&ChdbConfig {
-        library,
-        data_dir: dir.path().join("chdb"),
-        engine_args: vec![],
-        analyst_max_time: Duration::from_secs(10),
-    })
-    .unwrap();
-    store.migrate().await.unwrap();
+    let store = common::open_store(dir.path()).await;
     let log =
         EmbeddedLog::open(&dir.path().join("log.redb"), EmbeddedLogConfig::default()).unwrap();
 

@@ -2,6 +2,8 @@
 //! whose data was erased after they arrived are dropped when they are loaded later (the
 //! erasure is remembered), while other users' events and the user's later events load.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -10,53 +12,30 @@ use tokio::sync::watch;
 use ugc_loader::{Loader, LoaderConfig};
 use ugc_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use ugc_log::{LogProducer, OutRecord};
-use ugc_model::{ENVELOPE_VERSION, Envelope, EventId, Timestamp, UserId, parse_event};
-use ugc_store::chdb::{ChdbConfig, ChdbStore};
-use ugc_store::{Erasure, EventStore, QueryLimits};
+use ugc_model::{Envelope, Timestamp, UserId};
+use ugc_store::{Erasure, EventStore};
 
-fn envelope(user: &UserId, received_at: Timestamp) -> Envelope {
-    let incoming = parse_event(&serde_json::json!({
+fn envelope(user: &UserId, received_at: Timestamp) -> ugc_model::Envelope {
+    let event = serde_json::json!({
         "type": "view_progress",
         "film_id": "1ec4cd73-2fd5-4f25-af68-b6595d279af2",
         "film_timestamp": 42,
-    }))
-    .unwrap();
-    Envelope {
-        v: ENVELOPE_VERSION,
-        event_id: EventId::new_v7(),
-        user_id: Some(user.clone()),
-        received_at,
-        occurred_at: received_at,
-        client_ip: None,
-        context: incoming.context,
-        event: incoming.event,
-    }
+    });
+    common::envelope(user, event, received_at)
 }
 
-async fn count(store: &ChdbStore, user: &str) -> serde_json::Value {
-    let limits = QueryLimits {
-        max_rows: 10,
-        max_time: Duration::from_secs(10),
-    };
-    let sql = format!("SELECT count() AS n FROM ugc.events WHERE user_id = '{user}'");
-    let rows = store.select(&sql, limits).await.expect(&sql);
-    rows.rows[0]["n"].clone()
+async fn count(store: &ugc_store::chdb::ChdbStore, user: &str) -> serde_json::Value {
+    common::scalar(
+        store,
+        &format!("SELECT count() AS n FROM ugc.events WHERE user_id = '{user}'"),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_of_an_erased_user_still_in_the_log_are_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let library = std::env::var_os("UGC_CHDB_LIB")
-        .map(Into::into)
-        .unwrap_or_else(ugc_chdb::default_library_path);
-    let store = ChdbStore::open(&ChdbConfig {
-        library,
-        data_dir: dir.path().join("chdb"),
-        engine_args: vec![],
-        analyst_max_time: Duration::from_secs(10),
-    })
-    .unwrap();
-    store.migrate().await.unwrap();
+    let store = common::open_store(dir.path()).await;
     let log =
         EmbeddedLog::open(&dir.path().join("log.redb"), EmbeddedLogConfig::default()).unwrap();
 

@@ -3,62 +3,35 @@
 //! setting) makes the loader back off and retry; nothing goes to dead letters, and
 //! every event is stored once the engine takes inserts again.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::scalar;
 use tokio::sync::watch;
 use ugc_loader::{Loader, LoaderConfig};
 use ugc_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use ugc_log::{LogProducer, OutRecord};
-use ugc_model::{ENVELOPE_VERSION, Envelope, EventId, Timestamp, UserId, parse_event};
-use ugc_store::chdb::{ChdbConfig, ChdbStore};
-use ugc_store::{EventStore, LogPosition, QueryLimits, StoreBatch};
+use ugc_model::{Timestamp, UserId};
+use ugc_store::{EventStore, LogPosition, StoreBatch};
 
-fn envelope(user: &UserId) -> Envelope {
-    let incoming = parse_event(&serde_json::json!({
+fn envelope(user: &UserId) -> ugc_model::Envelope {
+    let event = serde_json::json!({
         "type": "pause",
         "film_id": "1ec4cd73-2fd5-4f25-af68-b6595d279af2",
         "position": 7,
-    }))
-    .unwrap();
-    Envelope {
-        v: ENVELOPE_VERSION,
-        event_id: EventId::new_v7(),
-        user_id: Some(user.clone()),
-        received_at: Timestamp::now(),
-        occurred_at: Timestamp::now(),
-        client_ip: None,
-        context: incoming.context,
-        event: incoming.event,
-    }
-}
-
-async fn scalar(store: &ChdbStore, sql: &str) -> serde_json::Value {
-    let limits = QueryLimits {
-        max_rows: 10,
-        max_time: Duration::from_secs(10),
-    };
-    let rows = store.select(sql, limits).await.expect(sql);
-    rows.rows[0].values().next().cloned().unwrap_or_default()
+    });
+    common::envelope(user, event, Timestamp::now())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_engine_error_during_a_load_backs_off_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let library: std::path::PathBuf = std::env::var_os("UGC_CHDB_LIB")
-        .map(Into::into)
-        .unwrap_or_else(ugc_chdb::default_library_path);
-    let store = ChdbStore::open(&ChdbConfig {
-        library: library.clone(),
-        data_dir: dir.path().join("chdb"),
-        engine_args: vec![],
-        analyst_max_time: Duration::from_secs(10),
-    })
-    .unwrap();
-    store.migrate().await.unwrap();
+    let store = common::open_store(dir.path()).await;
     // A second session of the same engine, as an operator's would be.
-    let lib = ugc_chdb::Library::load(&library).unwrap();
+    let lib = ugc_chdb::Library::load(&common::chdb_library()).unwrap();
     let mut operator = ugc_chdb::Connection::open(&lib, &dir.path().join("chdb"), &[]).unwrap();
 
     // One part in this month's partition, then no insert may add another.
