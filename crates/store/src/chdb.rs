@@ -15,9 +15,10 @@ use serde_json::Value;
 use ugc_chdb::{Connection, Library};
 use ugc_model::{EventId, FilmId, UserId};
 
+use crate::engine::{self, Engine};
 use crate::errors;
 use crate::sandbox::{self, ParsedSelect};
-use crate::sql::{self, DeadLetterRow, EventRow, ProgressOut, ProgressRow, Schema};
+use crate::sql::{self, DeadLetterRow, EventRow, ProgressRow, Schema};
 use crate::{
     Column, Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError,
 };
@@ -93,14 +94,7 @@ impl ChdbStore {
         &self,
         sql: String,
     ) -> Result<Vec<T>, StoreError> {
-        let out = self.run(sql, "JSONEachRow").await?;
-        out.split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                serde_json::from_slice(l)
-                    .map_err(|e| StoreError::Unavailable(format!("unreadable store output: {e}")))
-            })
-            .collect()
+        engine::rows(self, sql).await
     }
 
     async fn insert_rows<R: serde::Serialize>(
@@ -129,39 +123,24 @@ impl ChdbStore {
 }
 
 #[async_trait]
+impl Engine for ChdbStore {
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    async fn execute(&self, sql: String) -> Result<(), StoreError> {
+        self.run(sql, "TabSeparated").await.map(drop)
+    }
+
+    async fn each_row(&self, sql: String) -> Result<Vec<u8>, StoreError> {
+        self.run(sql, "JSONEachRow").await
+    }
+}
+
+#[async_trait]
 impl EventStore for ChdbStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        let s = &self.schema;
-        self.run(sql::create_database(s), "TabSeparated").await?;
-        for stmt in sql::create_migrations(s) {
-            self.run(stmt, "TabSeparated").await?;
-        }
-        #[derive(serde::Deserialize)]
-        struct Applied {
-            version: u32,
-        }
-        let applied: Vec<u32> = self
-            .rows::<Applied>(sql::applied_migrations(s))
-            .await?
-            .into_iter()
-            .map(|a| a.version)
-            .collect();
-        for m in sql::MIGRATIONS
-            .iter()
-            .filter(|m| !applied.contains(&m.version))
-        {
-            for stmt in (m.statements)(s) {
-                self.run(stmt, "TabSeparated").await?;
-            }
-            self.run(sql::record_migration(s, m), "TabSeparated")
-                .await?;
-            tracing::info!(
-                version = m.version,
-                name = m.name,
-                "schema migration applied"
-            );
-        }
-        Ok(())
+        engine::migrate(self).await
     }
 
     async fn insert(&self, batch: &StoreBatch) -> Result<(), StoreError> {
@@ -203,10 +182,7 @@ impl EventStore for ChdbStore {
         user: &UserId,
         film: FilmId,
     ) -> Result<Option<Progress>, StoreError> {
-        let rows: Vec<ProgressOut> = self
-            .rows(sql::film_progress(&self.schema, user, film))
-            .await?;
-        Ok(ProgressOut::into_progress_list(rows)?.into_iter().next())
+        engine::film_progress(self, user, film).await
     }
 
     async fn continue_watching(
@@ -215,10 +191,7 @@ impl EventStore for ChdbStore {
         limit: u32,
         offset: u32,
     ) -> Result<Vec<Progress>, StoreError> {
-        let rows: Vec<ProgressOut> = self
-            .rows(sql::continue_watching(&self.schema, user, limit, offset))
-            .await?;
-        ProgressOut::into_progress_list(rows)
+        engine::continue_watching(self, user, limit, offset).await
     }
 
     async fn select(&self, sql: &str, limits: QueryLimits) -> Result<QueryRows, StoreError> {
@@ -265,38 +238,19 @@ impl EventStore for ChdbStore {
     }
 
     async fn record_erasure(&self, erasure: &Erasure) -> Result<(), StoreError> {
-        let stmt = sql::insert_erasure(
-            &self.schema,
-            erasure.job,
-            &erasure.user,
-            erasure.requested_secs,
-        );
-        self.run(stmt, "TabSeparated").await.map(drop)
+        engine::record_erasure(self, erasure).await
     }
 
     async fn erasures(&self) -> Result<Vec<Erasure>, StoreError> {
-        let rows: Vec<sql::ErasureRow> = self.rows(sql::erasures(&self.schema)).await?;
-        rows.into_iter()
-            .map(sql::ErasureRow::into_erasure)
-            .collect()
+        engine::erasures(self).await
     }
 
     async fn erase(&self, erasure: &Erasure) -> Result<(), StoreError> {
-        for stmt in sql::erase_user(&self.schema, &erasure.user, erasure.requested_secs) {
-            self.run(stmt, "TabSeparated").await?;
-        }
-        Ok(())
+        engine::erase(self, erasure).await
     }
 
     async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError> {
-        let rows: Vec<sql::CountRow> = self
-            .rows(sql::user_rows(
-                &self.schema,
-                &erasure.user,
-                erasure.requested_secs,
-            ))
-            .await?;
-        Ok(rows.first().map_or(0, |r| r.n))
+        engine::rows_left(self, erasure).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -26,9 +26,10 @@ use async_trait::async_trait;
 use ugc_model::{EventId, FilmId, UserId};
 
 use crate::chdb::{parse_json_format, parse_with};
+use crate::engine::{self, Engine};
 use crate::errors::{self, for_insert};
 use crate::sandbox;
-use crate::sql::{self, DeadLetterRow, Dialect, EventRow, ProgressOut, ProgressRow, Schema};
+use crate::sql::{self, DeadLetterRow, Dialect, EventRow, ProgressRow, Schema};
 use crate::{Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError};
 
 #[derive(Clone, Debug)]
@@ -263,23 +264,7 @@ impl ClickHouseStore {
         &self,
         sql: String,
     ) -> Result<Vec<T>, StoreError> {
-        let out = self
-            .retrying("query", || {
-                self.fetch(
-                    &self.client,
-                    &sql,
-                    "JSONEachRow",
-                    self.config.request_timeout,
-                )
-            })
-            .await?;
-        out.split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                serde_json::from_slice(l)
-                    .map_err(|e| StoreError::Unavailable(format!("unreadable store output: {e}")))
-            })
-            .collect()
+        engine::rows(self, sql).await
     }
 
     /// One INSERT of pre-serialized JSONEachRow lines. On servers that drop a retried
@@ -458,47 +443,43 @@ impl ClickHouseStore {
 }
 
 #[async_trait]
-impl EventStore for ClickHouseStore {
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let s = &self.schema;
-        // A distributed DDL that times out waiting for a node is not a bad statement.
-        let ddl = |stmt: String| async move {
-            self.execute(stmt).await.map_err(|e| match e {
+impl Engine for ClickHouseStore {
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    async fn execute(&self, sql: String) -> Result<(), StoreError> {
+        // A distributed DDL or mutation that times out waiting for a node is not a bad
+        // statement: it is not confirmed yet.
+        ClickHouseStore::execute(self, sql)
+            .await
+            .map_err(|e| match e {
                 StoreError::Timeout(_) => {
-                    StoreError::Unavailable("DDL not confirmed by every node".into())
+                    StoreError::Unavailable("not confirmed by every node in time".into())
                 }
                 e => e,
             })
-        };
-        ddl(sql::create_database(s)).await?;
-        for stmt in sql::create_migrations(s) {
-            ddl(stmt).await?;
-        }
-        #[derive(serde::Deserialize)]
-        struct Applied {
-            version: u32,
-        }
-        let applied: Vec<u32> = self
-            .rows::<Applied>(sql::applied_migrations(s))
-            .await?
-            .into_iter()
-            .map(|a| a.version)
-            .collect();
-        for m in sql::MIGRATIONS
-            .iter()
-            .filter(|m| !applied.contains(&m.version))
-        {
-            for stmt in (m.statements)(s) {
-                ddl(stmt).await?;
-            }
-            self.execute(sql::record_migration(s, m)).await?;
-            tracing::info!(
-                version = m.version,
-                name = m.name,
-                "schema migration applied"
-            );
-        }
-        Ok(())
+    }
+
+    async fn each_row(&self, sql: String) -> Result<Vec<u8>, StoreError> {
+        let out = self
+            .retrying("query", || {
+                self.fetch(
+                    &self.client,
+                    &sql,
+                    "JSONEachRow",
+                    self.config.request_timeout,
+                )
+            })
+            .await?;
+        Ok(out.to_vec())
+    }
+}
+
+#[async_trait]
+impl EventStore for ClickHouseStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        engine::migrate(self).await
     }
 
     async fn insert(&self, batch: &StoreBatch) -> Result<(), StoreError> {
@@ -521,10 +502,7 @@ impl EventStore for ClickHouseStore {
         user: &UserId,
         film: FilmId,
     ) -> Result<Option<Progress>, StoreError> {
-        let rows: Vec<ProgressOut> = self
-            .rows(sql::film_progress(&self.schema, user, film))
-            .await?;
-        Ok(ProgressOut::into_progress_list(rows)?.into_iter().next())
+        engine::film_progress(self, user, film).await
     }
 
     async fn continue_watching(
@@ -533,10 +511,7 @@ impl EventStore for ClickHouseStore {
         limit: u32,
         offset: u32,
     ) -> Result<Vec<Progress>, StoreError> {
-        let rows: Vec<ProgressOut> = self
-            .rows(sql::continue_watching(&self.schema, user, limit, offset))
-            .await?;
-        ProgressOut::into_progress_list(rows)
+        engine::continue_watching(self, user, limit, offset).await
     }
 
     /// The server runs the canonical text of the statement under the request-level
@@ -586,38 +561,19 @@ impl EventStore for ClickHouseStore {
     }
 
     async fn record_erasure(&self, erasure: &Erasure) -> Result<(), StoreError> {
-        let stmt = sql::insert_erasure(
-            &self.schema,
-            erasure.job,
-            &erasure.user,
-            erasure.requested_secs,
-        );
-        self.execute(stmt).await
+        engine::record_erasure(self, erasure).await
     }
 
     async fn erasures(&self) -> Result<Vec<Erasure>, StoreError> {
-        let rows: Vec<sql::ErasureRow> = self.rows(sql::erasures(&self.schema)).await?;
-        rows.into_iter()
-            .map(sql::ErasureRow::into_erasure)
-            .collect()
+        engine::erasures(self).await
     }
 
     async fn erase(&self, erasure: &Erasure) -> Result<(), StoreError> {
-        for stmt in sql::erase_user(&self.schema, &erasure.user, erasure.requested_secs) {
-            self.execute(stmt).await?;
-        }
-        Ok(())
+        engine::erase(self, erasure).await
     }
 
     async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError> {
-        let rows: Vec<sql::CountRow> = self
-            .rows(sql::user_rows(
-                &self.schema,
-                &erasure.user,
-                erasure.requested_secs,
-            ))
-            .await?;
-        Ok(rows.first().map_or(0, |r| r.n))
+        engine::rows_left(self, erasure).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

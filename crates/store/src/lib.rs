@@ -6,6 +6,7 @@
 
 pub mod chdb;
 pub mod clickhouse;
+mod engine;
 pub mod errors;
 pub mod sandbox;
 pub mod sql;

@@ -1,0 +1,128 @@
+//! What both stores are made of: a ClickHouse engine that runs a statement and answers
+//! rows. The parts of [`EventStore`](crate::EventStore) that are only SQL (migrations,
+//! progress reads, erasures) are written once here, over that seam; the stores keep
+//! what really differs (sessions, HTTP, insert dedup, the analyst's parser).
+
+use async_trait::async_trait;
+use ugc_model::{FilmId, UserId};
+
+use crate::sql::{self, CountRow, ErasureRow, ProgressOut, Schema};
+use crate::{Erasure, Progress, StoreError};
+
+#[async_trait]
+pub(crate) trait Engine: Send + Sync {
+    fn schema(&self) -> &Schema;
+    /// Runs a statement that answers nothing (DDL, a mutation, a small insert).
+    async fn execute(&self, sql: String) -> Result<(), StoreError>;
+    /// Runs a SELECT and answers its rows as `JSONEachRow`.
+    async fn each_row(&self, sql: String) -> Result<Vec<u8>, StoreError>;
+}
+
+pub(crate) async fn rows<T: serde::de::DeserializeOwned>(
+    engine: &(impl Engine + ?Sized),
+    sql: String,
+) -> Result<Vec<T>, StoreError> {
+    let out = engine.each_row(sql).await?;
+    out.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice(l)
+                .map_err(|e| StoreError::Unavailable(format!("unreadable store output: {e}")))
+        })
+        .collect()
+}
+
+/// Creates the schema and applies the migrations not yet recorded, in order.
+pub(crate) async fn migrate(engine: &(impl Engine + ?Sized)) -> Result<(), StoreError> {
+    let s = engine.schema();
+    engine.execute(sql::create_database(s)).await?;
+    for stmt in sql::create_migrations(s) {
+        engine.execute(stmt).await?;
+    }
+    #[derive(serde::Deserialize)]
+    struct Applied {
+        version: u32,
+    }
+    let applied: Vec<u32> = rows::<Applied>(engine, sql::applied_migrations(s))
+        .await?
+        .into_iter()
+        .map(|a| a.version)
+        .collect();
+    for m in sql::MIGRATIONS
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+    {
+        for stmt in (m.statements)(s) {
+            engine.execute(stmt).await?;
+        }
+        engine.execute(sql::record_migration(s, m)).await?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "schema migration applied"
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn film_progress(
+    engine: &(impl Engine + ?Sized),
+    user: &UserId,
+    film: FilmId,
+) -> Result<Option<Progress>, StoreError> {
+    let out: Vec<ProgressOut> =
+        rows(engine, sql::film_progress(engine.schema(), user, film)).await?;
+    Ok(ProgressOut::into_progress_list(out)?.into_iter().next())
+}
+
+pub(crate) async fn continue_watching(
+    engine: &(impl Engine + ?Sized),
+    user: &UserId,
+    limit: u32,
+    offset: u32,
+) -> Result<Vec<Progress>, StoreError> {
+    let out: Vec<ProgressOut> = rows(
+        engine,
+        sql::continue_watching(engine.schema(), user, limit, offset),
+    )
+    .await?;
+    ProgressOut::into_progress_list(out)
+}
+
+pub(crate) async fn record_erasure(
+    engine: &(impl Engine + ?Sized),
+    e: &Erasure,
+) -> Result<(), StoreError> {
+    engine
+        .execute(sql::insert_erasure(
+            engine.schema(),
+            e.job,
+            &e.user,
+            e.requested_secs,
+        ))
+        .await
+}
+
+pub(crate) async fn erasures(engine: &(impl Engine + ?Sized)) -> Result<Vec<Erasure>, StoreError> {
+    let out: Vec<ErasureRow> = rows(engine, sql::erasures(engine.schema())).await?;
+    out.into_iter().map(ErasureRow::into_erasure).collect()
+}
+
+pub(crate) async fn erase(engine: &(impl Engine + ?Sized), e: &Erasure) -> Result<(), StoreError> {
+    for stmt in sql::erase_user(engine.schema(), &e.user, e.requested_secs) {
+        engine.execute(stmt).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn rows_left(
+    engine: &(impl Engine + ?Sized),
+    e: &Erasure,
+) -> Result<u64, StoreError> {
+    let out: Vec<CountRow> = rows(
+        engine,
+        sql::user_rows(engine.schema(), &e.user, e.requested_secs),
+    )
+    .await?;
+    Ok(out.first().map_or(0, |r| r.n))
+}
