@@ -62,6 +62,7 @@ pub async fn film_progress(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page (1–100, default 20).
     limit: Option<u32>,

@@ -1,0 +1,79 @@
+//! The OpenAPI document, from outside: every declared parameter matches its route
+//! (path parameters are the route's `{placeholders}`, no more and no fewer; optional
+//! query parameters are not required), and every documented route answers.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::Server;
+use serde_json::Value;
+
+#[tokio::test]
+async fn every_declared_parameter_matches_its_route() {
+    let server = Server::start(&[]).await;
+    let doc: Value = server
+        .http
+        .get(format!("{}/openapi.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 10, "{} paths", paths.len());
+    let mut operations = BTreeSet::new();
+    for (path, item) in paths {
+        let placeholders: BTreeSet<String> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(str::to_owned)
+            .collect();
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_default();
+            assert!(operations.insert(id.to_owned()), "operationId {id} twice");
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let declared: BTreeSet<String> = params
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(
+                declared, placeholders,
+                "{method} {path}: path parameters vs the route's placeholders"
+            );
+            for p in &params {
+                if p["in"] == "path" {
+                    assert_eq!(p["required"], true, "{method} {path}: {p}");
+                }
+                assert!(
+                    ["path", "query", "header", "cookie"].contains(&p["in"].as_str().unwrap()),
+                    "{method} {path}: {p}"
+                );
+            }
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path}"
+            );
+        }
+    }
+    // The one that was wrong: continue watching's paging is optional query parameters.
+    let params = paths["/api/v1/progress"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    for name in ["limit", "offset"] {
+        let p = params.iter().find(|p| p["name"] == name).unwrap();
+        assert_eq!(
+            (p["in"].as_str(), p["required"].as_bool()),
+            (Some("query"), Some(false))
+        );
+    }
+}
