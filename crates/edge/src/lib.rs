@@ -12,7 +12,7 @@ pub mod state;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
-use utoipa_scalar::{Scalar, Servable};
+use utoipa_swagger_ui::SwaggerUi;
 
 pub use state::{AppState, EdgeConfig};
 
@@ -35,14 +35,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(compat::router(&state.config().compat))
-        .route(
-            "/openapi.json",
-            get({
-                let doc = doc.clone();
-                move || async move { axum::Json(doc) }
-            }),
-        )
-        .merge(Scalar::with_url("/docs", doc))
+        // Swagger UI at /docs and the document it shows at /openapi.json; its files are
+        // in the binary, so the page works offline.
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         // JsonBody enforces the configured limit itself, with a JSON 413.
         .layer(DefaultBodyLimit::disable())

@@ -77,3 +77,42 @@ async fn every_declared_parameter_matches_its_route() {
         );
     }
 }
+
+/// The interactive docs render in a real browser with no network but the server's:
+/// Swagger UI's files come from the binary, not a CDN.
+#[tokio::test]
+async fn the_docs_page_lists_the_operations_in_a_real_browser() {
+    let server = Server::start(&[]).await;
+    let browser = std::env::var("UGC_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            // Nothing but the server: a page that needs the internet stays blank.
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("{}/docs/", server.base))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(90), out)
+        .await
+        .expect("the browser did not finish within 90 s")
+        .unwrap_or_else(|e| panic!("cannot run {browser} (scripts/test installs chromium): {e}"));
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for path in [
+        "/api/v1/events",
+        "/api/v1/query",
+        "/api/v1/users/{user_id}/data",
+    ] {
+        assert!(
+            dom.contains(&format!("data-path=\"{path}\"")),
+            "{path} is not listed on /docs: {}",
+            &dom[..dom.len().min(2000)]
+        );
+    }
+}
