@@ -112,13 +112,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// Runs one read-only `SELECT` for an analyst, bounded by `limits`.
     async fn select(&self, sql: &str, limits: QueryLimits) -> Result<QueryRows, StoreError>;
 
-    /// Ids of the events that arrived within the last `window`, newest first, at most
-    /// `limit`: what the loader needs to recognise a client's retry after a restart.
+    /// Users and ids of the events that arrived within the last `window`, newest first, at
+    /// most `limit` (`None`: an anonymous event): what the loader needs to recognise a
+    /// client's retry after a restart. Ids are the clients', so they repeat across users.
     async fn recent_event_ids(
         &self,
         window: Duration,
         limit: usize,
-    ) -> Result<Vec<EventId>, StoreError>;
+    ) -> Result<Vec<(Option<UserId>, EventId)>, StoreError>;
 
     /// Is the store usable right now?
     async fn ping(&self) -> Result<(), StoreError>;
