@@ -406,7 +406,10 @@ mod tests {
 
     #[test]
     fn values_nested_beyond_the_limit_are_refused_by_field() {
-        assert_eq!(crate::value_depth(&nested(MAX_VALUE_DEPTH)), MAX_VALUE_DEPTH);
+        assert_eq!(
+            crate::value_depth(&nested(MAX_VALUE_DEPTH)),
+            MAX_VALUE_DEPTH
+        );
         let ok = |deep: Value| {
             [
                 json!({"type":"custom","name":"x","data": deep}),
