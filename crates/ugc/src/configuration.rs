@@ -39,7 +39,7 @@ pub enum Command {
     Token(TokenArgs),
     /// Run the benchmark suite: each stage against a baseline measured in the same run
     /// (see bench/README.md). `--quick` checks the harness in under two minutes.
-    Bench(ugc_bench::BenchArgs),
+    Bench(Box<ugc_bench::BenchArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +98,15 @@ pub struct Settings {
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     #[arg(long, env = "UGC_JWT_LEEWAY_SECS", default_value_t = 30, global = true)]
     pub jwt_leeway_secs: u64,
+
+    /// Events per second each user may send to ingest (canonical and seed routes);
+    /// beyond it, 429 with Retry-After. Unset: no limit.
+    #[arg(long, env = "UGC_RATE_LIMIT_PER_USER", value_parser = parse_rate, global = true)]
+    pub rate_limit_per_user: Option<f64>,
+
+    /// Events a user may send at once after a quiet spell (default: one second's worth).
+    #[arg(long, env = "UGC_RATE_LIMIT_BURST", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub rate_limit_burst: Option<u32>,
 
     /// Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is trusted.
     #[arg(
@@ -415,6 +424,15 @@ impl Settings {
 }
 
 /// A CIDR, or a single address as its /32 or /128.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a positive number of events per second"
+        )),
+    }
+}
+
 fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))

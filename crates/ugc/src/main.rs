@@ -32,6 +32,6 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Command::Bench(args) => ugc_bench::run(args),
+        Command::Bench(args) => ugc_bench::run(*args),
     }
 }

@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use tokio::sync::watch;
 use ugc_edge::auth::{AuthConfig, Verifier, read_key_file};
 use ugc_edge::compat::CompatConfig;
+use ugc_edge::limit::RateLimit;
 use ugc_edge::{AppState, EdgeConfig};
 use ugc_loader::{Loader, LoaderConfig};
 use ugc_query::QueryService;
@@ -116,6 +117,13 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
                     seeds: s.compat.0.clone(),
                     anonymous: s.compat_anonymous,
                 },
+                rate_limit: s.rate_limit_per_user.map(|per_second| RateLimit {
+                    per_second,
+                    // One second's worth by default (at least one event).
+                    burst: s
+                        .rate_limit_burst
+                        .unwrap_or_else(|| per_second.ceil().min(u32::MAX as f64) as u32),
+                }),
             },
         );
         ugc_edge::router(state)

@@ -154,6 +154,7 @@ pub(crate) async fn ingest(
     for c in &events {
         check_depth(c)?;
     }
+    state.admit(user, ip, events.len())?;
     for c in events {
         let mut context = c.context;
         context
