@@ -99,6 +99,17 @@ pub struct Settings {
     #[arg(long, env = "UGC_JWT_LEEWAY_SECS", default_value_t = 30, global = true)]
     pub jwt_leeway_secs: u64,
 
+    /// Verified tokens remembered (by hash, until their `exp`), so that RS256/ES256
+    /// signatures are checked once per token rather than once per request; 0 turns the
+    /// cache off.
+    #[arg(
+        long,
+        env = "UGC_JWT_CACHE_SIZE",
+        default_value_t = 100_000,
+        global = true
+    )]
+    pub jwt_cache_size: usize,
+
     /// Events per second each user may send to ingest (canonical and seed routes);
     /// beyond it, 429 with Retry-After. Unset: no limit.
     #[arg(long, env = "UGC_RATE_LIMIT_PER_USER", value_parser = parse_rate, global = true)]

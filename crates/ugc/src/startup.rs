@@ -30,6 +30,7 @@ pub fn auth_config(s: &Settings) -> anyhow::Result<AuthConfig> {
         issuer: s.jwt_issuer.clone(),
         audience: s.jwt_audience.clone(),
         leeway: Duration::from_secs(s.jwt_leeway_secs),
+        cache_size: s.jwt_cache_size,
     };
     if cfg.hs_secret.is_none() && cfg.public_key_pem.is_none() && cfg.jwks.is_none() {
         cfg.hs_secret = Some(dev_secret(&s.secret_file())?);
