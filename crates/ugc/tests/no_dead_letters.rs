@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{SECRET, Server, new_user, read};
 use jsonwebtoken::{EncodingKey, Header, encode};
@@ -363,30 +363,36 @@ async fn every_acknowledged_event_is_stored_and_none_is_dead_lettered() {
     )
     .await;
 
-    // Everything acknowledged is stored...
-    let within = Duration::from_secs(60);
-    server
-        .wait_for(
-            &format!("SELECT count() FROM ugc.events WHERE user_id = '{user}'"),
-            json!(c.acknowledged),
-            within,
-        )
-        .await;
-    server
-        .wait_for(
-            &format!("SELECT count() FROM ugc.events WHERE user_id = '' AND film_id = toUUID('{anon_film}')"),
-            json!(anonymous.acknowledged),
-            within,
-        )
-        .await;
-    // ...and nothing of it was dead-lettered (the loader handles a batch's dead letters
-    // in the same insert as its events, so they would be visible by now).
-    let dead = server
-        .sql(&format!(
-            "SELECT reason FROM ugc.dead_letters WHERE position(payload, '{user}') > 0 OR position(payload, '{anon_film}') > 0"
-        ))
-        .await;
-    assert!(dead.is_empty(), "dead letters: {dead:?}");
+    // Everything acknowledged is stored, and nothing of it was dead-lettered (the loader
+    // inserts a batch's dead letters with its events). Polled until both counts are
+    // reached; a dead letter fails the test at once, with its reason.
+    let stored = format!(
+        "SELECT countIf(user_id = '{user}') AS mine, \
+         countIf(user_id = '' AND film_id = toUUID('{anon_film}')) AS anonymous \
+         FROM ugc.events"
+    );
+    let dead = format!(
+        "SELECT reason FROM ugc.dead_letters \
+         WHERE position(payload, '{user}') > 0 OR position(payload, '{anon_film}') > 0"
+    );
+    let want = json!({"mine": c.acknowledged, "anonymous": anonymous.acknowledged});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let letters = server.sql(&dead).await;
+        assert!(
+            letters.is_empty(),
+            "acknowledged events were dead-lettered: {letters:?}"
+        );
+        let got = server.sql(&stored).await;
+        if got.first() == Some(&want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stored {got:?}, acknowledged {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The typed context columns hold text; what did not fit is kept beside it.
     let rows = server
