@@ -31,9 +31,14 @@ pub struct RateLimiter {
     interval: u128,
     tolerance: u128,
     start: Instant,
-    tats: Mutex<HashMap<String, u128>>,
-    /// Size at which expired entries are next pruned.
-    prune_at: Mutex<usize>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Each user's theoretical arrival time, in nanoseconds since `start`.
+    tats: HashMap<String, u128>,
+    /// Size at which entries at full allowance are next pruned.
+    prune_at: usize,
 }
 
 const PRUNE_MIN: usize = 10_000;
@@ -45,8 +50,10 @@ impl RateLimiter {
             interval,
             tolerance: interval * u128::from(limit.burst.max(1)),
             start: Instant::now(),
-            tats: Mutex::new(HashMap::new()),
-            prune_at: Mutex::new(PRUNE_MIN),
+            state: Mutex::new(State {
+                tats: HashMap::new(),
+                prune_at: PRUNE_MIN,
+            }),
         }
     }
 
@@ -58,8 +65,8 @@ impl RateLimiter {
     fn admit_at(&self, key: &str, n: u32, at: Instant) -> Result<(), Limited> {
         let now = at.saturating_duration_since(self.start).as_nanos();
         let cost = self.interval * u128::from(n);
-        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        let tat = tats.get(key).copied().unwrap_or(now).max(now);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let tat = state.tats.get(key).copied().unwrap_or(now).max(now);
         let new_tat = tat + cost;
         if new_tat - now > self.tolerance {
             let over_burst = cost > self.tolerance;
@@ -74,18 +81,17 @@ impl RateLimiter {
                 over_burst,
             });
         }
-        tats.insert(key.to_owned(), new_tat);
-        let mut prune_at = self.prune_at.lock().unwrap_or_else(|p| p.into_inner());
-        if tats.len() >= *prune_at {
-            tats.retain(|_, tat| *tat > now);
-            *prune_at = (tats.len() * 2).max(PRUNE_MIN);
+        state.tats.insert(key.to_owned(), new_tat);
+        if state.tats.len() >= state.prune_at {
+            state.tats.retain(|_, tat| *tat > now);
+            state.prune_at = (state.tats.len() * 2).max(PRUNE_MIN);
         }
         Ok(())
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.tats.lock().unwrap().len()
+        self.state.lock().unwrap().tats.len()
     }
 }
 
