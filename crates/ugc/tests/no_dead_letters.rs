@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 
 const FILM: &str = "1ec4cd73-2fd5-4f25-af68-b6595d279af2";
 
-/// Must match `ugc_model::MAX_VALUE_DEPTH`, the limit the edge and the loader share
-/// (the unit tests in `ugc-model` test both sides with the constant itself).
-const MAX_DEPTH: usize = 64;
+/// The one limit the edge checks and the loader is tested to decode (`ugc-model`'s unit
+/// tests decode a record at exactly this depth).
+const MAX_DEPTH: usize = ugc_model::MAX_VALUE_DEPTH;
 
 /// `depth` levels of objects: `{"a":{"a":...{}}}`.
 fn nested(depth: usize) -> Value {
