@@ -62,7 +62,8 @@ impl Backend {
     /// all-in-one process, and the separate API and loader processes.
     fn scenarios(self) -> &'static [&'static str] {
         match self {
-            Backend::Embedded | Backend::Servers => &["1", "2", "3", "4", "5a", "5b"],
+            Backend::Embedded => &["1", "2", "3", "4", "5a", "5b", "6"],
+            Backend::Servers => &["1", "2", "3", "4", "5a", "5b"],
             Backend::KafkaBroker => &["1", "2", "3", "4"],
         }
     }
@@ -223,6 +224,7 @@ fn title(id: &str) -> &'static str {
         "4" => "freshness p99 at half load",
         "5a" => "API peak RSS under max load",
         "5b" => "loader peak RSS draining the backlog",
+        "6" => "RS256 single-event ingest, verified-token cache on vs off",
         _ => "?",
     }
 }
@@ -321,6 +323,11 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         }
         if let Err(e) = api_scenarios(&mut ctx, &infra, backend) {
             ctx.fail(&["1", "2", "4", "5a"], label, &e);
+        }
+        if backend.scenarios().contains(&"6")
+            && let Err(e) = token_cache_scenario(&mut ctx)
+        {
+            ctx.fail(&["6"], label, &e);
         }
     }
     drop(infra);
@@ -661,6 +668,55 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
     o.target = Some(Target {
         text: "≥ 50%".into(),
         met: ratio2 >= 0.5,
+    });
+    ctx.put(o);
+    Ok(())
+}
+
+/// Scenario 6: single-event ingest with RS256 tokens (a signature check costs tens of
+/// microseconds), the verified-token cache switched off (the baseline) and on, one
+/// server each, in the same run. Embedded backend only: the figure is about the edge.
+fn token_cache_scenario(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let plan = ctx.plan;
+    let dir = ctx.work.join("rs256");
+    std::fs::create_dir_all(&dir)?;
+    let public = dir.join("rsa-public.pem");
+    std::fs::write(&public, workload::RS256_PUBLIC)?;
+    let pool = Arc::new(ctx.workload.single_pool_rs256(plan.pool, "127.0.0.1")?);
+    let flags = ["--jwt-public-key".to_owned(), public.display().to_string()];
+    let mut measured = vec![];
+    for (name, cache_size) in [("no token cache", "0"), ("token cache", "100000")] {
+        ctx.progress
+            .done(&format!("scenario 6: RS256 single-event ingest, {name}"));
+        let server = Server::start(
+            plan,
+            &dir.join(format!("serve-{cache_size}")),
+            &flags,
+            &[("UGC_JWT_CACHE_SIZE", cache_size)],
+        )?;
+        let spec = ctx.phase(name, None, Some(server.proc.pid()));
+        let workers = HttpWorker::many(server.addr, plan.connections, &pool, 1);
+        let r = ctx
+            .client
+            .block_on(load::run(&spec, workers, &ctx.progress));
+        drop(server);
+        let series = format!("RS256 single-event ingest, {name} (req/s)");
+        ctx.record(&series, &r);
+        ctx.check(&series, &r)?;
+        measured.push(measure(
+            &format!("RS256 single-event ingest, {name}"),
+            r.units_per_sec(),
+            "req/s",
+            Some(&r),
+        ));
+    }
+    let cached = measured.pop().context("no figure with the cache")?;
+    let uncached = measured.pop().context("no figure without the cache")?;
+    let mut o = Outcome::new("6", title("6"), Backend::Embedded.label()).measured(cached, uncached);
+    // The cache must never cost throughput; how much it gains depends on the machine.
+    o.target = Some(Target {
+        text: "≥ 100%".into(),
+        met: o.ratio.is_some_and(|r| r >= 1.0),
     });
     ctx.put(o);
     Ok(())

@@ -14,6 +14,11 @@ use uuid::Uuid;
 /// The HS256 secret of every server the suite starts; tokens are minted with it.
 pub const SECRET: &str = "ugc-bench-hs256-secret-0123456789abcdef";
 
+/// The RSA key pair of the token-cache scenario: the test-only pair of the black-box
+/// tests, so that no key is generated at run time.
+pub const RS256_PRIVATE: &str = include_str!("../../ugc/tests/fixtures/rsa-private.pem");
+pub const RS256_PUBLIC: &str = include_str!("../../ugc/tests/fixtures/rsa-public.pem");
+
 /// Films viewers watch; a catalogue, not one hot key.
 const FILMS: usize = 500;
 
@@ -110,6 +115,32 @@ impl Workload {
             Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             Timestamp::now(),
         ))
+    }
+
+    /// `n` single-event requests like [`Self::single_pool`]'s, each user's with an RS256
+    /// token signed by [`RS256_PRIVATE`] instead.
+    pub fn single_pool_rs256(&self, n: usize, host: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(RS256_PRIVATE.as_bytes())?;
+        let exp = Timestamp::now().millis() / 1000 + 24 * 3600;
+        let tokens = self
+            .users
+            .iter()
+            .map(|u| {
+                jsonwebtoken::encode(
+                    &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+                    &json!({"sub": u.id.as_str(), "exp": exp}),
+                    &key,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rng = Rng::new(0x51);
+        Ok((0..n)
+            .map(|i| {
+                let body = serde_json::to_vec(&self.event(&mut rng)).unwrap_or_default();
+                let token = &tokens[i % tokens.len()];
+                http_request("POST", "/api/v1/events", host, Some(token), Some(&body))
+            })
+            .collect())
     }
 
     /// `n` single-event requests, spread over all users.

@@ -2,8 +2,9 @@
 //! token is only checked against a shared secret, an RS/ES token only against a public
 //! key, so the "sign HS256 with the public key" confusion and `alg: none` are refused.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
@@ -12,6 +13,7 @@ use jsonwebtoken::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use ugc_model::UserId;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,8 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub leeway: Duration,
+    /// Most verified tokens remembered (0: verify every request's signature).
+    pub cache_size: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +89,56 @@ pub struct Verifier {
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
+    cache: Option<TokenCache>,
+}
+
+/// Tokens already verified, so that a client sending many events with one token pays
+/// for one signature check (RSA/ECDSA verification costs tens of microseconds; a
+/// SHA-256 of the token, one). Keyed by the token's hash, never the token itself, so a
+/// memory dump does not hand out credentials. An entry is used only until the token's
+/// `exp` plus the configured leeway — exactly as long as a fresh check would pass.
+struct TokenCache {
+    entries: Mutex<HashMap<[u8; 32], Cached>>,
+    cap: usize,
+}
+
+struct Cached {
+    principal: Principal,
+    /// Unix seconds after which the token is refused (`exp` + leeway).
+    until: u64,
+}
+
+enum Lookup {
+    Hit(Principal),
+    Expired,
+    Miss,
+}
+
+impl TokenCache {
+    fn get(&self, key: &[u8; 32], now: u64) -> Lookup {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match entries.get(key) {
+            Some(c) if now <= c.until => Lookup::Hit(c.principal.clone()),
+            Some(_) => Lookup::Expired,
+            None => Lookup::Miss,
+        }
+    }
+
+    fn insert(&self, key: [u8; 32], principal: Principal, until: u64, now: u64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= self.cap {
+            // Expired tokens first; if the cache is still full, drop a tenth of it. A
+            // dropped entry costs one more signature check, nothing else.
+            entries.retain(|_, c| now <= c.until);
+            if entries.len() >= self.cap {
+                let drop: Vec<[u8; 32]> = entries.keys().take(self.cap / 10 + 1).copied().collect();
+                for k in drop {
+                    entries.remove(&k);
+                }
+            }
+        }
+        entries.insert(key, Cached { principal, until });
+    }
 }
 
 impl Verifier {
@@ -151,10 +205,39 @@ impl Verifier {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             leeway: config.leeway.as_secs(),
+            cache: (config.cache_size > 0).then(|| TokenCache {
+                entries: Mutex::new(HashMap::new()),
+                cap: config.cache_size,
+            }),
         })
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.verify_at(token, now)
+    }
+
+    fn verify_at(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
+        let Some(cache) = &self.cache else {
+            return self.check(token).map(|(p, _)| p);
+        };
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        match cache.get(&key, now) {
+            Lookup::Hit(p) => return Ok(p),
+            Lookup::Expired => return Err(AuthError::Invalid("ExpiredSignature".into())),
+            Lookup::Miss => {}
+        }
+        let (principal, exp) = self.check(token)?;
+        if let Some(exp) = exp {
+            cache.insert(key, principal.clone(), exp.saturating_add(self.leeway), now);
+        }
+        Ok(principal)
+    }
+
+    /// Verifies the signature and the claims; returns the caller and the token's `exp`.
+    fn check(&self, token: &str) -> Result<(Principal, Option<u64>), AuthError> {
         let header = decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("unreadable header: {e}")))?;
         let fam = family(header.alg).ok_or_else(|| {
@@ -171,7 +254,13 @@ impl Verifier {
         let mut last = AuthError::Invalid(format!("no key configured for {:?} tokens", header.alg));
         for k in candidates {
             match decode::<Claims>(token, &k.key, &self.validation(fam, header.alg)) {
-                Ok(data) => return data.claims.principal(),
+                Ok(data) => {
+                    let exp = data.claims.exp.as_ref().and_then(|v| {
+                        v.as_u64()
+                            .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                    });
+                    return data.claims.principal().map(|p| (p, exp));
+                }
                 Err(e) => last = AuthError::Invalid(e.to_string()),
             }
         }
@@ -203,6 +292,8 @@ impl Verifier {
 
 #[derive(Deserialize)]
 struct Claims {
+    #[serde(default)]
+    exp: Option<Value>,
     #[serde(default)]
     sub: Option<Value>,
     #[serde(default)]
@@ -309,6 +400,66 @@ mod tests {
         let p = Verifier::new(&c).unwrap().verify(&t).unwrap();
         assert_eq!(p.user, user);
         assert_eq!(p.roles, ["admin"]);
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_past_its_exp() {
+        let c = AuthConfig {
+            leeway: Duration::from_secs(2),
+            cache_size: 10,
+            ..cfg()
+        };
+        let v = Verifier::new(&c).unwrap();
+        let user = UserId::parse("viewer").unwrap();
+        let t = mint_hs256(&c, &user, &[], Duration::from_secs(60)).unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(v.verify_at(&t, now).unwrap().user, user);
+        // Served from the cache while exp + leeway has not passed...
+        assert_eq!(v.verify_at(&t, now + 60 + 2).unwrap().user, user);
+        // ...and refused after, though a fresh check (on the real clock) would still pass.
+        assert!(v.verify_at(&t, now + 60 + 3).is_err());
+        assert!(v.verify(&t).is_ok());
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_keyed_by_hash() {
+        let c = AuthConfig {
+            cache_size: 4,
+            ..cfg()
+        };
+        let v = Verifier::new(&c).unwrap();
+        let mut tokens = Vec::new();
+        for i in 0..20 {
+            let user = UserId::parse(format!("viewer-{i}")).unwrap();
+            let t = mint_hs256(&c, &user, &[], Duration::from_secs(60)).unwrap();
+            assert_eq!(v.verify(&t).unwrap().user, user);
+            tokens.push(t);
+        }
+        let cache = v.cache.as_ref().unwrap();
+        let entries = cache.entries.lock().unwrap();
+        assert!(entries.len() <= 4, "{} entries", entries.len());
+        let last: [u8; 32] = Sha256::digest(tokens[19].as_bytes()).into();
+        assert!(entries.contains_key(&last));
+    }
+
+    #[test]
+    fn a_tampered_token_is_not_served_from_the_cache() {
+        let c = AuthConfig {
+            cache_size: 10,
+            ..cfg()
+        };
+        let v = Verifier::new(&c).unwrap();
+        let user = UserId::parse("viewer").unwrap();
+        let t = mint_hs256(&c, &user, &[], Duration::from_secs(60)).unwrap();
+        v.verify(&t).unwrap();
+        // Another first character of the signature: different bytes, not just padding bits.
+        let sig = t.rfind('.').unwrap() + 1;
+        let other = if t[sig..].starts_with('A') { "B" } else { "A" };
+        let forged = format!("{}{other}{}", &t[..sig], &t[sig + 1..]);
+        assert!(v.verify(&forged).is_err());
     }
 
     #[test]

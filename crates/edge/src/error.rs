@@ -36,6 +36,11 @@ pub enum ApiError {
         reason: String,
         retry_after_secs: u64,
     },
+    #[error("{reason}")]
+    RateLimited {
+        reason: String,
+        retry_after_secs: u64,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -74,6 +79,7 @@ impl ApiError {
             }
             ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -123,6 +129,9 @@ impl IntoResponse for ApiError {
         let (errors, retry_after) = match self {
             ApiError::Validation(errors) => (errors, None),
             ApiError::Unavailable {
+                retry_after_secs, ..
+            }
+            | ApiError::RateLimited {
                 retry_after_secs, ..
             } => (vec![], Some(retry_after_secs)),
             _ => (vec![], None),

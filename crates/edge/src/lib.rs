@@ -5,6 +5,7 @@ pub mod auth;
 pub mod compat;
 pub mod error;
 pub mod extract;
+pub mod limit;
 pub mod openapi;
 pub mod routes;
 pub mod state;

@@ -1,11 +1,15 @@
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use ugc_log::LogProducer;
+use ugc_model::UserId;
 use ugc_query::QueryService;
 
 use crate::auth::Verifier;
 use crate::compat::CompatConfig;
+use crate::error::ApiError;
+use crate::limit::{RateLimit, RateLimiter};
 
 /// Limits and policies of the edge.
 #[derive(Clone, Debug)]
@@ -18,6 +22,8 @@ pub struct EdgeConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Which seed services' routes are served, and whether their anonymous events are.
     pub compat: CompatConfig,
+    /// Events per second per user on ingest; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for EdgeConfig {
@@ -27,6 +33,7 @@ impl Default for EdgeConfig {
             max_batch: 1000,
             trusted_proxies: vec![],
             compat: CompatConfig::default(),
+            rate_limit: None,
         }
     }
 }
@@ -40,6 +47,7 @@ struct Inner {
     queries: QueryService,
     verifier: Verifier,
     config: EdgeConfig,
+    limiter: Option<RateLimiter>,
 }
 
 impl AppState {
@@ -53,6 +61,7 @@ impl AppState {
             producer,
             queries,
             verifier,
+            limiter: config.rate_limit.map(RateLimiter::new),
             config,
         }))
     }
@@ -67,5 +76,38 @@ impl AppState {
     }
     pub fn config(&self) -> &EdgeConfig {
         &self.0.config
+    }
+
+    /// Counts `n` events of a user (anonymous events: of their address) against the
+    /// rate limit; all are admitted or none is (429 with Retry-After).
+    pub fn admit(
+        &self,
+        user: Option<&UserId>,
+        ip: Option<IpAddr>,
+        n: usize,
+    ) -> Result<(), ApiError> {
+        let Some(limiter) = &self.0.limiter else {
+            return Ok(());
+        };
+        let key = match (user, ip) {
+            (Some(u), _) => format!("u:{u}"),
+            (None, Some(ip)) => format!("ip:{ip}"),
+            (None, None) => "anonymous".to_owned(),
+        };
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        limiter.admit(&key, n).map_err(|l| {
+            let reason = if l.over_burst {
+                format!(
+                    "{n} events in one request are more than this user's burst allows; send fewer at a time"
+                )
+            } else {
+                "too many events from this user; slow down".to_owned()
+            };
+            ApiError::RateLimited {
+                reason,
+                // Whole seconds, rounded up, so a client that waits that long gets in.
+                retry_after_secs: l.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })
     }
 }

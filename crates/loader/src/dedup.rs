@@ -6,15 +6,40 @@
 //! holds the event once without waiting for a background merge. Seeded from the store
 //! at start, so a restart does not forget what was just loaded. Bounded: retries come
 //! within seconds or minutes, not days; beyond the window the ReplacingMergeTree key
-//! (ending in event_id) still folds duplicates at merge time.
+//! (ending in user_id, event_id) still folds duplicates at merge time.
+//!
+//! An id is remembered *per user*: event ids come from clients, and one viewer's client
+//! reusing an id another viewer sent must not suppress that viewer's event. The user is
+//! kept as a 64-bit hash beside the id, so a million remembered ids stay a few tens of
+//! megabytes; two users would have to share both a hash and an event id to collide.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
-use ugc_model::EventId;
+use ugc_model::{EventId, UserId};
+
+/// An event id as seen by one user (`None`: anonymous events).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeenId {
+    user: u64,
+    id: EventId,
+}
+
+impl SeenId {
+    pub fn new(user: Option<&UserId>, id: EventId) -> Self {
+        // A fixed-key hasher: the same user hashes alike in every process and restart.
+        let mut h = DefaultHasher::new();
+        user.map(UserId::as_str).hash(&mut h);
+        Self {
+            user: h.finish(),
+            id,
+        }
+    }
+}
 
 pub struct RecentIds {
-    set: HashSet<EventId>,
-    order: VecDeque<EventId>,
+    set: HashSet<SeenId>,
+    order: VecDeque<SeenId>,
     cap: usize,
 }
 
@@ -27,12 +52,12 @@ impl RecentIds {
         }
     }
 
-    pub fn contains(&self, id: &EventId) -> bool {
+    pub fn contains(&self, id: &SeenId) -> bool {
         self.set.contains(id)
     }
 
     /// Remembers `id`, forgetting the oldest beyond the capacity.
-    pub fn insert(&mut self, id: EventId) {
+    pub fn insert(&mut self, id: SeenId) {
         if self.cap == 0 || !self.set.insert(id) {
             return;
         }
@@ -58,8 +83,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_id_is_remembered_per_user() {
+        let (a, b) = (UserId::parse("a").unwrap(), UserId::parse("b").unwrap());
+        let id = EventId::new_v7();
+        let mut r = RecentIds::new(10);
+        r.insert(SeenId::new(Some(&a), id));
+        assert!(r.contains(&SeenId::new(Some(&a), id)));
+        assert!(!r.contains(&SeenId::new(Some(&b), id)));
+        assert!(!r.contains(&SeenId::new(None, id)));
+    }
+
+    #[test]
     fn forgets_the_oldest_beyond_capacity() {
-        let ids: Vec<EventId> = (0..3).map(|_| EventId::new_v7()).collect();
+        let ids: Vec<SeenId> = (0..3)
+            .map(|_| SeenId::new(None, EventId::new_v7()))
+            .collect();
         let mut r = RecentIds::new(2);
         for id in &ids {
             r.insert(*id);

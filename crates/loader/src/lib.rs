@@ -31,7 +31,7 @@ use ugc_log::{Batch, LogConsumer};
 use ugc_model::{Envelope, UserId};
 use ugc_store::{DeadLetter, EventStore, LogPosition, StoreBatch, StoreError};
 
-use crate::dedup::RecentIds;
+use crate::dedup::{RecentIds, SeenId};
 
 #[derive(Clone, Debug)]
 pub struct LoaderConfig {
@@ -198,7 +198,7 @@ impl Loader {
                 }
             }
             for (_, e) in &store_batch.events {
-                recent.insert(e.event_id);
+                recent.insert(SeenId::new(e.user_id.as_ref(), e.event_id));
             }
             backoff.reset();
             self.status.set_error(None);
@@ -235,8 +235,8 @@ impl Loader {
             {
                 Ok(ids) => {
                     // Newest first from the store; remember oldest first so eviction order holds.
-                    for id in ids.into_iter().rev() {
-                        recent.insert(id);
+                    for (user, id) in ids.into_iter().rev() {
+                        recent.insert(SeenId::new(user.as_ref(), id));
                     }
                     return false;
                 }
@@ -402,14 +402,16 @@ fn decode(batch: &Batch) -> StoreBatch {
     out
 }
 
-/// Drops events whose id is already stored, or earlier in the same batch. The result
+/// Drops events whose id is already stored for their user, or earlier in the same batch
+/// for the same user (another user's event with the same id is a different event). The result
 /// depends only on the batch and what the store held, so a retry after a crash either
 /// builds the same block (dropped by its token) or leaves out what already landed.
 fn drop_seen(batch: &mut StoreBatch, recent: &RecentIds) {
     let mut in_batch = std::collections::HashSet::with_capacity(batch.events.len());
-    batch
-        .events
-        .retain(|(_, e)| !recent.contains(&e.event_id) && in_batch.insert(e.event_id));
+    batch.events.retain(|(_, e)| {
+        let seen = SeenId::new(e.user_id.as_ref(), e.event_id);
+        !recent.contains(&seen) && in_batch.insert(seen)
+    });
 }
 
 /// Exponential backoff with jitter, so restarted loaders do not retry in lockstep.

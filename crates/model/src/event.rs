@@ -235,6 +235,36 @@ impl Context {
     }
 }
 
+/// Deepest nesting of arrays and objects accepted in a client's free-form values: `data`
+/// of a `custom` event, `params` of a `page_view`, and each value of the context. The
+/// loader decodes a log record with serde_json, whose recursion limit (128) counts the
+/// envelope's own levels too (record, then event or context, then the value); a limit well
+/// below it leaves room for those and for any later wrapping, and is more than any real
+/// client needs. The edge refuses deeper values, so it never acknowledges an event the
+/// loader would send to dead letters.
+pub const MAX_VALUE_DEPTH: usize = 64;
+
+/// How deeply `v` nests arrays and objects: 0 for a scalar, 1 for `{}` or `[1]`.
+pub fn value_depth(v: &Value) -> usize {
+    // Iterative, so a hostile value cannot exhaust the stack while being measured.
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(a) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(a.iter().map(|c| (c, d + 1)));
+            }
+            Value::Object(o) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(o.values().map(|c| (c, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Version of the [`Envelope`] encoding, so a loader can refuse what it does not know.
 pub const ENVELOPE_VERSION: u8 = 1;
 
@@ -268,5 +298,54 @@ impl Envelope {
             return Err(format!("unknown envelope version {}", env.v));
         }
         Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn nested(depth: usize) -> Value {
+        (1..depth).fold(json!({}), |v, _| json!({ "a": v }))
+    }
+
+    fn envelope(data: Value, context_value: Value) -> Envelope {
+        let mut context = Context {
+            language: Some("ru".into()),
+            ..Context::default()
+        };
+        context.extra.insert("device".into(), context_value);
+        Envelope {
+            v: ENVELOPE_VERSION,
+            event_id: EventId::new_v7(),
+            user_id: Some(UserId::parse("u1").unwrap()),
+            received_at: Timestamp::now(),
+            occurred_at: Timestamp::now(),
+            client_ip: None,
+            context,
+            event: Event::Custom {
+                name: EventName::try_from("x".to_owned()).unwrap(),
+                data,
+            },
+        }
+    }
+
+    /// The edge's limit and the loader's decoder agree: a record holding values at the
+    /// deepest nesting the edge accepts decodes, both in `data` and in the context.
+    #[test]
+    fn the_loader_decodes_values_at_the_edge_limit() {
+        let deep = nested(MAX_VALUE_DEPTH);
+        let env = envelope(deep.clone(), deep);
+        assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+    }
+
+    /// Why the limit exists: a value the client's JSON parser still took (126 levels)
+    /// no longer decodes once wrapped in a record.
+    #[test]
+    fn a_value_nested_near_the_parser_limit_does_not_decode_in_a_record() {
+        let env = envelope(nested(126), json!(1));
+        assert!(Envelope::decode(&env.encode()).is_err());
     }
 }

@@ -8,7 +8,8 @@ mod parse;
 mod timestamp;
 
 pub use event::{
-    Context, ENVELOPE_VERSION, Envelope, Event, EventName, FilmPosition, Page, Quality,
+    Context, ENVELOPE_VERSION, Envelope, Event, EventName, FilmPosition, MAX_VALUE_DEPTH, Page,
+    Quality, value_depth,
 };
 pub use ids::{EventId, FilmId, UserId};
 pub use parse::{EVENT_TYPES, FieldError, IncomingEvent, parse_event};

@@ -8,7 +8,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::{Context, Event, EventId, EventName, FilmId, FilmPosition, Page, Quality, Timestamp};
+use crate::{
+    Context, Event, EventId, EventName, FilmId, FilmPosition, MAX_VALUE_DEPTH, Page, Quality,
+    Timestamp, value_depth,
+};
 
 /// One rejected field: `field` is a JSON path relative to the event (`film_id`,
 /// `context.language`), `reason` says what is wrong in words.
@@ -143,7 +146,9 @@ fn parse_kind(t: &str, f: &mut Fields<'_>) -> Option<Event> {
         "page_view" => {
             f.allow(&["page", "params"]);
             let page = f.req::<Page>("page");
-            let params = f.opt::<Map<String, Value>>("params");
+            let params = f
+                .opt::<Map<String, Value>>("params")
+                .filter(|_| f.shallow("params"));
             Some(Event::PageView {
                 page: page?,
                 params: params?.unwrap_or_default(),
@@ -152,7 +157,7 @@ fn parse_kind(t: &str, f: &mut Fields<'_>) -> Option<Event> {
         "custom" => {
             f.allow(&["name", "data"]);
             let name = f.req::<EventName>("name");
-            let data = f.opt::<Value>("data");
+            let data = f.opt::<Value>("data").filter(|_| f.shallow("data"));
             Some(Event::Custom {
                 name: name?,
                 data: data?.unwrap_or(Value::Object(Map::new())),
@@ -185,11 +190,14 @@ fn parse_context(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Opt
     let language = f.opt_label("language", 35);
     let timezone = f.opt_label("timezone", 64);
     let app_version = f.opt_label("app_version", 64);
-    let extra = obj
+    let extra: Map<String, Value> = obj
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "language" | "timezone" | "app_version"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    for k in extra.keys() {
+        f.shallow(k);
+    }
     let ok = f.errors.is_empty();
     errors.append(&mut f.errors);
     ok.then(|| Context {
@@ -271,6 +279,22 @@ impl<'a> Fields<'a> {
                 parse(v, &path, &mut self.errors).map(Some)
             }
         }
+    }
+
+    /// False, with an error naming the field, when its value nests deeper than the
+    /// loader can decode (see [`MAX_VALUE_DEPTH`]).
+    fn shallow(&mut self, name: &str) -> bool {
+        let deep = self
+            .obj
+            .get(name)
+            .is_some_and(|v| value_depth(v) > MAX_VALUE_DEPTH);
+        if deep {
+            self.error(
+                name,
+                format!("nests arrays and objects deeper than {MAX_VALUE_DEPTH} levels"),
+            );
+        }
+        !deep
     }
 
     fn opt_label(&mut self, name: &str, max: usize) -> Option<Option<String>> {
@@ -373,6 +397,36 @@ mod tests {
             ["type"]
         );
         assert_eq!(fields(&parse_event(&json!([1])).unwrap_err()), [""]);
+    }
+
+    /// `depth` levels of objects: `{"a":{"a":...{}}}`.
+    pub(crate) fn nested(depth: usize) -> Value {
+        (1..depth).fold(json!({}), |v, _| json!({ "a": v }))
+    }
+
+    #[test]
+    fn values_nested_beyond_the_limit_are_refused_by_field() {
+        assert_eq!(
+            crate::value_depth(&nested(MAX_VALUE_DEPTH)),
+            MAX_VALUE_DEPTH
+        );
+        let ok = |deep: Value| {
+            [
+                json!({"type":"custom","name":"x","data": deep}),
+                json!({"type":"page_view","page":"film","params": deep}),
+                json!({"type":"custom","name":"x","context": {"device": deep}}),
+            ]
+        };
+        for e in ok(nested(MAX_VALUE_DEPTH)) {
+            parse_event(&e).unwrap();
+        }
+        let errs: Vec<Vec<FieldError>> = ok(nested(MAX_VALUE_DEPTH + 1))
+            .iter()
+            .map(|e| parse_event(e).unwrap_err())
+            .collect();
+        assert_eq!(fields(&errs[0]), ["data"]);
+        assert_eq!(fields(&errs[1]), ["params"]);
+        assert_eq!(fields(&errs[2]), ["context.device"]);
     }
 
     #[test]

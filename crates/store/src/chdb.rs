@@ -226,15 +226,20 @@ impl EventStore for ChdbStore {
         &self,
         window: Duration,
         limit: usize,
-    ) -> Result<Vec<EventId>, StoreError> {
+    ) -> Result<Vec<(Option<UserId>, EventId)>, StoreError> {
         #[derive(serde::Deserialize)]
         struct Row {
+            user_id: String,
             id: uuid::Uuid,
         }
         let rows: Vec<Row> = self
             .rows(sql::recent_event_ids(&self.schema, window.as_secs(), limit))
             .await?;
-        Ok(rows.into_iter().map(|r| EventId::from(r.id)).collect())
+        // Anonymous events are stored with an empty user.
+        Ok(rows
+            .into_iter()
+            .map(|r| (UserId::parse(r.user_id).ok(), EventId::from(r.id)))
+            .collect())
     }
 
     async fn record_erasure(&self, erasure: &Erasure) -> Result<(), StoreError> {

@@ -131,13 +131,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// in a session held to `readonly` and the limits. Every caller goes through this.
     async fn select(&self, sql: &str, limits: QueryLimits) -> Result<QueryRows, StoreError>;
 
-    /// Ids of the events that arrived within the last `window`, newest first, at most
-    /// `limit`: what the loader needs to recognise a client's retry after a restart.
+    /// Users and ids of the events that arrived within the last `window`, newest first, at
+    /// most `limit` (`None`: an anonymous event): what the loader needs to recognise a
+    /// client's retry after a restart. Ids are the clients', so they repeat across users.
     async fn recent_event_ids(
         &self,
         window: Duration,
         limit: usize,
-    ) -> Result<Vec<EventId>, StoreError>;
+    ) -> Result<Vec<(Option<UserId>, EventId)>, StoreError>;
 
     /// Records an erasure request, where every loader and API instance can read it.
     async fn record_erasure(&self, erasure: &Erasure) -> Result<(), StoreError>;

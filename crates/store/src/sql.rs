@@ -738,7 +738,7 @@ pub fn analyst_session(s: &Schema, max_seconds: u64) -> Vec<String> {
 
 pub fn recent_event_ids(s: &Schema, window_secs: u64, limit: usize) -> String {
     format!(
-        "SELECT toString(event_id) AS id FROM {}.events WHERE received_at >= now() - {window_secs} \
+        "SELECT user_id, toString(event_id) AS id FROM {}.events WHERE received_at >= now() - {window_secs} \
          ORDER BY received_at DESC LIMIT {limit}",
         s.db()
     )

@@ -96,6 +96,26 @@ pub struct Settings {
     #[arg(long, env = "UGC_JWT_LEEWAY_SECS", default_value_t = 30, global = true)]
     pub jwt_leeway_secs: u64,
 
+    /// Verified tokens remembered (by hash, until their `exp`), so that RS256/ES256
+    /// signatures are checked once per token rather than once per request; 0 turns the
+    /// cache off.
+    #[arg(
+        long,
+        env = "UGC_JWT_CACHE_SIZE",
+        default_value_t = 100_000,
+        global = true
+    )]
+    pub jwt_cache_size: usize,
+
+    /// Events per second each user may send to ingest (canonical and seed routes);
+    /// beyond it, 429 with Retry-After. Unset: no limit.
+    #[arg(long, env = "UGC_RATE_LIMIT_PER_USER", value_parser = parse_rate, global = true)]
+    pub rate_limit_per_user: Option<f64>,
+
+    /// Events a user may send at once after a quiet spell (default: one second's worth).
+    #[arg(long, env = "UGC_RATE_LIMIT_BURST", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub rate_limit_burst: Option<u32>,
+
     /// Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is trusted.
     #[arg(
         long,
@@ -412,6 +432,15 @@ impl Settings {
 }
 
 /// A CIDR, or a single address as its /32 or /128.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a positive number of events per second"
+        )),
+    }
+}
+
 fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))

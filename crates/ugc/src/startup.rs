@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use tokio::sync::watch;
 use ugc_edge::auth::{AuthConfig, Verifier, read_key_file};
 use ugc_edge::compat::CompatConfig;
+use ugc_edge::limit::RateLimit;
 use ugc_edge::{AppState, EdgeConfig};
 use ugc_loader::{Loader, LoaderConfig};
 use ugc_query::QueryService;
@@ -29,6 +30,7 @@ pub fn auth_config(s: &Settings) -> anyhow::Result<AuthConfig> {
         issuer: s.jwt_issuer.clone(),
         audience: s.jwt_audience.clone(),
         leeway: Duration::from_secs(s.jwt_leeway_secs),
+        cache_size: s.jwt_cache_size,
     };
     if cfg.hs_secret.is_none() && cfg.public_key_pem.is_none() && cfg.jwks.is_none() {
         cfg.hs_secret = Some(dev_secret(&s.secret_file())?);
@@ -116,6 +118,13 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
                     seeds: s.compat.0.clone(),
                     anonymous: s.compat_anonymous,
                 },
+                rate_limit: s.rate_limit_per_user.map(|per_second| RateLimit {
+                    per_second,
+                    // One second's worth by default (at least one event).
+                    burst: s
+                        .rate_limit_burst
+                        .unwrap_or_else(|| per_second.ceil().min(u32::MAX as f64) as u32),
+                }),
             },
         );
         ugc_edge::router(state)

@@ -350,3 +350,66 @@ async fn the_openapi_document_and_interactive_docs_are_served() {
         "the docs page loads the document"
     );
 }
+
+#[tokio::test]
+async fn an_event_id_is_deduplicated_per_user_also_across_a_restart() {
+    let mut server = Server::start(&[]).await;
+    let (a, b) = (new_user(), new_user());
+    let id = uuid::Uuid::new_v4().to_string();
+    let body = json!({"type":"full_view","film_id":FILM_C,"event_id":id});
+    let count = |user: &str| {
+        format!(
+            "SELECT count() FROM ugc.events WHERE event_id = toUUID('{id}') AND user_id = '{user}'"
+        )
+    };
+    async fn post(server: &Server, user: &str, body: &Value) {
+        let token = server.token(user, &[]);
+        let (status, answer) = server.post("/api/v1/events", &token, body).await;
+        assert_eq!((status, &answer["event_id"]), (202, &body["event_id"]));
+    }
+    // Both users in one loader batch: each keeps an event; A's repeat is dropped.
+    post(&server, &a, &body).await;
+    post(&server, &b, &body).await;
+    post(&server, &a, &body).await;
+    let within = Duration::from_secs(30);
+    server.wait_for(&count(&a), json!(1), within).await;
+    server.wait_for(&count(&b), json!(1), within).await;
+
+    // After a restart the loader re-reads the stored ids, with their users: a third
+    // user's event with the same id is stored, A's and B's repeats are not.
+    server.restart().await;
+    let c = new_user();
+    post(&server, &a, &body).await;
+    post(&server, &c, &body).await;
+    post(&server, &b, &body).await;
+    // The log is ordered: once a later event of each user is stored, so are their repeats.
+    let mut sentinels = vec![];
+    for user in [&a, &b, &c] {
+        let token = server.token(user, &[]);
+        let (_, answer) = server
+            .post(
+                "/api/v1/events",
+                &token,
+                &json!({"type":"full_view","film_id":FILM_A}),
+            )
+            .await;
+        sentinels.push(answer["event_id"].as_str().unwrap().to_owned());
+    }
+    for s in &sentinels {
+        server
+            .wait_for(
+                &format!("SELECT count() FROM ugc.events WHERE event_id = toUUID('{s}')"),
+                json!(1),
+                within,
+            )
+            .await;
+    }
+    for user in [&a, &b, &c] {
+        let rows = server.sql(&count(user)).await;
+        assert_eq!(
+            rows[0].as_object().unwrap().values().next(),
+            Some(&json!(1)),
+            "user {user}"
+        );
+    }
+}

@@ -22,8 +22,8 @@ use std::str::FromStr;
 use axum::Router;
 use serde_json::{Map, Value};
 use ugc_model::{
-    Context, Event, EventId, EventName, FieldError, FilmId, FilmPosition, IncomingEvent, Timestamp,
-    UserId,
+    Context, Event, EventId, EventName, FieldError, FilmId, FilmPosition, IncomingEvent,
+    MAX_VALUE_DEPTH, Timestamp, UserId, value_depth,
 };
 use uuid::Uuid;
 
@@ -118,6 +118,9 @@ pub fn router(config: &CompatConfig) -> Router<AppState> {
 /// One canonical event made from a seed's request.
 pub(crate) struct Canonical {
     pub event: Event,
+    /// Where the client sent the event's free-form value (`custom` data, `page_view`
+    /// params), to name it when refused; empty when it is the whole body.
+    pub data_field: &'static str,
     pub occurred_at: Option<Timestamp>,
     /// The seed's own fields, kept in the event's context.
     pub extra: Map<String, Value>,
@@ -128,6 +131,7 @@ impl Canonical {
     pub fn new(event: Event) -> Self {
         Self {
             event,
+            data_field: "",
             occurred_at: None,
             extra: Map::new(),
             context: Context::default(),
@@ -147,12 +151,16 @@ pub(crate) async fn ingest(
     let now = Timestamp::now();
     let mut ids = Vec::with_capacity(events.len());
     let mut records = Vec::with_capacity(events.len());
+    for c in &events {
+        check_depth(c)?;
+    }
+    state.admit(user, ip, events.len())?;
     for c in events {
         let mut context = c.context;
         context
             .extra
             .insert("seed".into(), Value::String(seed.as_str().into()));
-        context.extra.extend(c.extra);
+        merge_context(&mut context, c.extra);
         let incoming = IncomingEvent {
             event_id: None,
             claimed_user: claimed_user.clone(),
@@ -166,6 +174,85 @@ pub(crate) async fn ingest(
     }
     state.producer().append(records).await?;
     Ok(ids)
+}
+
+/// Refuses, naming the client's field, a value nested deeper than the loader decodes.
+pub(crate) fn check_depth(c: &Canonical) -> Result<(), ApiError> {
+    let too_deep = |v: &Value| value_depth(v) > MAX_VALUE_DEPTH;
+    let reason = format!("nests arrays and objects deeper than {MAX_VALUE_DEPTH} levels");
+    let data = match &c.event {
+        Event::Custom { data, .. } => Some(data.clone()),
+        Event::PageView { params, .. } => Some(Value::Object(params.clone())),
+        _ => None,
+    };
+    if let Some(data) = data.filter(too_deep) {
+        // When the data is the whole body, name the body's field that nests too deep.
+        let field = match (&data, c.data_field) {
+            (Value::Object(o), "") => o
+                .iter()
+                .find(|(_, v)| value_depth(v) >= MAX_VALUE_DEPTH)
+                .map_or(String::new(), |(k, _)| k.clone()),
+            (_, f) => f.to_owned(),
+        };
+        return Err(invalid(&field, reason));
+    }
+    if let Some((k, _)) = c
+        .extra
+        .iter()
+        .chain(&c.context.extra)
+        .find(|(_, v)| too_deep(v))
+    {
+        return Err(invalid(k, reason));
+    }
+    Ok(())
+}
+
+/// The context keys the store types as strings.
+const TYPED_CONTEXT: [&str; 3] = ["language", "timezone", "app_version"];
+
+/// Adds a seed's own fields to an event's context so that the record always decodes.
+/// `language`, `timezone` and `app_version` are typed strings there, but seed clients
+/// send anything under those names: a non-string scalar is kept as its JSON text; a
+/// string or scalar the typed slot cannot take (the slot already holds what the seed's
+/// own mapping put there, e.g. seed 002's `version`, or the text is longer than the
+/// native API allows), and any object, array or null, is kept under `<key>_raw`. Keys
+/// the seed tag or the mapping already set are never overwritten by the client's.
+fn merge_context(context: &mut Context, fields: Map<String, Value>) {
+    for (key, value) in fields {
+        let slot = match key.as_str() {
+            "language" => Some((&mut context.language, 35)),
+            "timezone" => Some((&mut context.timezone, 64)),
+            "app_version" => Some((&mut context.app_version, 64)),
+            _ => None,
+        };
+        let value = match slot {
+            Some((slot, max)) => match context_text(&value, max) {
+                Some(t) if slot.is_none() => {
+                    *slot = Some(t);
+                    continue;
+                }
+                Some(t) if slot.as_deref() == Some(t.as_str()) => continue,
+                _ => value,
+            },
+            None => value,
+        };
+        let mut name = key;
+        while context.extra.contains_key(&name) || TYPED_CONTEXT.contains(&name.as_str()) {
+            name.push_str("_raw");
+        }
+        context.extra.insert(name, value);
+    }
+}
+
+/// What a typed context key can hold from a seed's value: a string, or a number's or
+/// boolean's JSON text, of at most `max` bytes (the native API's limit for the key).
+pub(crate) fn context_text(v: &Value, max: usize) -> Option<String> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(_) | Value::Bool(_) => v.to_string(),
+        _ => return None,
+    };
+    (text.len() <= max).then_some(text)
 }
 
 pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> ApiError {

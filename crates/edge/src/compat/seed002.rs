@@ -7,10 +7,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use ugc_model::Context;
 
-use super::{Canonical, Seed, claimed, custom, ingest, instant, invalid};
+use super::{
+    Canonical, Seed, check_depth, claimed, context_text, custom, ingest, instant, invalid,
+};
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ClientIp, JsonBody};
@@ -37,7 +39,7 @@ fn example() -> Value {
 }
 
 /// One event of seed 002: `custom` named after `event_type`, the payload as its data;
-/// `language`, `timezone`, `version` go to the context, every other field is kept.
+/// `version` becomes the context's `app_version`; every other field is kept in the context.
 #[utoipa::path(
     post, path = "/api/v1/produce", tag = "compat: seed 002",
     request_body(content = Object, example = json!(example())),
@@ -159,34 +161,26 @@ fn message(body: &Value) -> Result<(Canonical, Option<String>, Value), ApiError>
         .cloned()
         .ok_or_else(|| invalid("payload.movie_id", "missing"))?;
     let mut canonical = Canonical::new(custom(event_type, Value::Object(payload.clone()))?);
+    canonical.data_field = "payload";
     canonical.occurred_at = payload
         .get("event_timestamp")
         .map(|v| instant("payload.event_timestamp", v))
         .transpose()?;
-    let text = |k: &str, max: usize| -> Result<Option<String>, ApiError> {
-        match obj.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
-            Some(_) => Err(invalid(
-                k,
-                format!("expected a string of at most {max} bytes"),
-            )),
-        }
-    };
+    // `version` is the seed's name for the app version; `language` and `timezone` keep
+    // their names and, like every other field, go to the context by the seeds' one rule
+    // (`merge_context`), which also settles a clash with an `app_version` sent alongside.
     canonical.context = Context {
-        language: text("language", 35)?,
-        timezone: text("timezone", 64)?,
-        app_version: text("version", 64)?,
-        extra: Map::new(),
+        app_version: obj.get("version").and_then(|v| context_text(v, 64)),
+        ..Context::default()
     };
+    let version_taken = canonical.context.app_version.is_some();
     // Everything else the client sent (its reported ip, client data) is kept as is.
     canonical.extra = obj
         .iter()
-        .filter(|(k, _)| {
-            !matches!(
-                k.as_str(),
-                "payload" | "event_type" | "language" | "timezone" | "version"
-            )
+        .filter(|(k, _)| match k.as_str() {
+            "payload" | "event_type" => false,
+            "version" => !version_taken,
+            _ => true,
         })
         .map(|(k, v)| {
             (
@@ -199,5 +193,6 @@ fn message(body: &Value) -> Result<(Canonical, Option<String>, Value), ApiError>
             )
         })
         .collect();
+    check_depth(&canonical)?;
     Ok((canonical, claimed(payload.get("user_id")), movie_id))
 }

@@ -121,6 +121,7 @@ pub fn record(env: &Envelope) -> OutRecord {
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid fields, each with its JSON path", body = ErrorBody),
+        (status = 429, description = "Over the user's rate limit; see Retry-After", body = ErrorBody),
         (status = 503, description = "The log cannot take events now; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
@@ -132,6 +133,7 @@ pub async fn post_event(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let incoming = parse_event(&body).map_err(ApiError::Validation)?;
+    state.admit(Some(&principal.user), ip, 1)?;
     let env = enrich(incoming, Some(&principal.user), ip, Timestamp::now());
     state.producer().append(vec![record(&env)]).await?;
     Ok((
@@ -155,6 +157,7 @@ pub async fn post_event(
         (status = 413, description = "Body or batch over the limit", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "No valid item; per-item reasons in `results`", body = BatchAccepted),
+        (status = 429, description = "The valid items are more than the user's rate limit allows now; none is taken; see Retry-After", body = ErrorBody),
         (status = 503, description = "The log cannot take events now; see Retry-After", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
@@ -217,6 +220,8 @@ pub async fn post_batch(
     let status = if accepted == 0 {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
+        // The limit counts events, and the valid items go in together or not at all.
+        state.admit(Some(&principal.user), ip, accepted)?;
         // All of a request's valid items are appended together: all durable or none.
         state.producer().append(records).await?;
         StatusCode::ACCEPTED
