@@ -14,7 +14,6 @@ pub const DATABASE: &str = "ugc";
 /// here and nowhere else. The reference for "current" is the embedded engine (chDB).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dialect {
-    pub version: (u32, u32),
     /// `DateTime64(3)` (20.1+). Without it a time is `DateTime` plus a `<name>_ms`
     /// column with the milliseconds.
     pub datetime64: bool,
@@ -38,7 +37,6 @@ impl Dialect {
             major > m || (major == m && minor >= n)
         }
         Dialect {
-            version: (major, minor),
             datetime64: at_least(major, minor, 20, 1),
             low_cardinality: at_least(major, minor, 19, 1),
             dedup_token: at_least(major, minor, 22, 2),
@@ -522,11 +520,6 @@ pub struct EventRow<'a> {
 }
 
 impl<'a> EventRow<'a> {
-    /// The row for the embedded engine (current dialect).
-    pub fn new(pos: LogPosition, e: &'a Envelope) -> Self {
-        Self::for_dialect(&Dialect::CURRENT, pos, e)
-    }
-
     pub fn for_dialect(d: &Dialect, pos: LogPosition, e: &'a Envelope) -> Self {
         let (quality_from, quality_to) = match &e.event {
             Event::QualityChange { from, to, .. } => (Some(from.as_str()), Some(to.as_str())),
@@ -594,10 +587,6 @@ pub struct ProgressRow<'a> {
 
 impl<'a> ProgressRow<'a> {
     /// The progress row an event implies, if it says anything about where the viewer is.
-    pub fn from_event(e: &'a Envelope) -> Option<Self> {
-        Self::for_dialect(&Dialect::CURRENT, e)
-    }
-
     pub fn for_dialect(d: &Dialect, e: &'a Envelope) -> Option<Self> {
         let user = e.user_id.as_ref()?;
         // The nil film is "film unknown" (seed 003's player sends none): nothing to resume.

@@ -345,8 +345,15 @@ async fn the_openapi_document_and_interactive_docs_are_served() {
         .await
         .unwrap();
     assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger-initializer.js"));
+    let init = server
+        .http
+        .get(format!("{}/docs/swagger-initializer.js", server.base))
+        .send()
+        .await
+        .unwrap();
     assert!(
-        docs.text().await.unwrap().contains("openapi"),
+        init.text().await.unwrap().contains("/openapi.json"),
         "the docs page loads the document"
     );
 }
