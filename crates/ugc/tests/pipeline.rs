@@ -345,7 +345,12 @@ async fn the_openapi_document_and_interactive_docs_are_served() {
         .await
         .unwrap();
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("swagger-initializer.js"));
+    assert!(
+        docs.text()
+            .await
+            .unwrap()
+            .contains("swagger-initializer.js")
+    );
     let init = server
         .http
         .get(format!("{}/docs/swagger-initializer.js", server.base))
