@@ -10,17 +10,17 @@
 //! 5. peak RSS of the API under maximum load and of the loader draining a large backlog.
 //!
 //! Systems under test run as child processes (`ugc serve` from the `ugc` binary beside
-//! this one, or a hidden role of `ugc-bench`), so their memory and CPU can be read from `/proc` and each has its
+//! this one, or a hidden child of `ugc-bench`), so their memory and CPU can be read from `/proc` and each has its
 //! own embedded ClickHouse engine (chDB allows one per process). The load generator runs
 //! in this process.
 
 mod chart;
+mod children;
 mod client;
 mod load;
 mod procs;
 mod progress;
 mod report;
-mod roles;
 mod suite;
 mod workload;
 
@@ -92,15 +92,15 @@ pub struct BenchArgs {
     pub ugc_bin: Option<PathBuf>,
 
     #[arg(long, hide = true, value_enum)]
-    pub internal_role: Option<Role>,
+    pub internal_child: Option<ChildKind>,
     #[arg(long, hide = true)]
     pub internal_dir: Option<PathBuf>,
-    /// A role's log is a Kafka topic on these brokers (else the embedded log in its dir).
+    /// A child's log is a Kafka topic on these brokers (else the embedded log in its dir).
     #[arg(long, hide = true)]
     pub internal_kafka: Option<String>,
     #[arg(long, hide = true)]
     pub internal_topic: Option<String>,
-    /// A role's store is this ClickHouse server (else chDB in its dir).
+    /// A child's store is this ClickHouse server (else chDB in its dir).
     #[arg(long, hide = true)]
     pub internal_clickhouse: Option<String>,
     #[arg(long, hide = true)]
@@ -109,7 +109,7 @@ pub struct BenchArgs {
 
 /// What a child process of the suite does (hidden: only the suite starts these).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Role {
+pub enum ChildKind {
     /// An axum handler that reads the body and answers 202: the ceiling of scenario 1.
     EmptyServer,
     /// Appends a backlog of events straight to a log, and writes the rows it implies.
@@ -144,7 +144,7 @@ pub(crate) struct Plan {
     pub poll_every: Duration,
     /// Requests pre-built for each HTTP phase (the generator cycles through them).
     pub pool: usize,
-    /// This binary, for the hidden roles.
+    /// This binary, for the hidden children.
     pub exe: PathBuf,
     /// The product's binary, for `ugc serve`.
     pub ugc_exe: PathBuf,
@@ -216,10 +216,10 @@ impl Plan {
     }
 }
 
-/// Runs the suite (or, in a child process, its role) and writes the results.
+/// Runs the suite (or, in a child process, its part) and writes the results.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(role) = args.internal_role {
-        return roles::run(role, &args);
+    if let Some(kind) = args.internal_child {
+        return children::run(kind, &args);
     }
     let plan = Plan::new(&args)?;
     suite::run(&plan)

@@ -1,5 +1,5 @@
 //! `ugc-bench`: the benchmark suite (see bench/README.md). It runs the `ugc` binary
-//! beside it as the system under test, and itself as the suite's hidden roles.
+//! beside it as the system under test, and itself as the suite's hidden children.
 
 use clap::Parser;
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::client;
 use crate::workload::SECRET;
-use crate::{Plan, Role};
+use crate::{ChildKind, Plan};
 
 /// `VmRSS`, `VmHWM`, ... of a process, in bytes.
 pub fn status_bytes(pid: u32, key: &str) -> Option<u64> {
@@ -252,13 +252,18 @@ impl Server {
 }
 
 /// A hidden role of `ugc-bench` in a child process; it reports on stdout.
-pub fn start_role(plan: &Plan, role: Role, dir: &Path, extra: &[String]) -> anyhow::Result<Proc> {
+pub fn start_child(
+    plan: &Plan,
+    kind: ChildKind,
+    dir: &Path,
+    extra: &[String],
+) -> anyhow::Result<Proc> {
     std::fs::create_dir_all(dir)?;
-    let name = format!("{role:?}");
+    let name = format!("{kind:?}");
     let mut cmd = Command::new(&plan.exe);
-    cmd.arg("--internal-role")
+    cmd.arg("--internal-child")
         .arg(
-            clap::ValueEnum::to_possible_value(&role)
+            clap::ValueEnum::to_possible_value(&kind)
                 .map(|v| v.get_name().to_owned())
                 .unwrap_or_default(),
         )

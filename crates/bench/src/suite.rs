@@ -15,14 +15,14 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ugc_model::UserId;
 
+use crate::children;
 use crate::client::{self, Conn};
 use crate::load::{self, HttpWorker, LogWorker, Percentiles, PhaseResult, PhaseSpec};
 use crate::procs::{self, Server};
 use crate::progress::{Progress, thousands};
 use crate::report::{Machine, Measure, Outcome, Results, Series, Target};
-use crate::roles;
 use crate::workload::{self, Rng, Workload, http_request};
-use crate::{Plan, Role};
+use crate::{ChildKind, Plan};
 
 const MB: f64 = 1024.0 * 1024.0;
 
@@ -160,7 +160,7 @@ impl Infra {
                     "--kafka-group",
                     &format!("{topic}.loader"),
                     "--kafka-partitions",
-                    &roles::BENCH_PARTITIONS.to_string(),
+                    &children::BENCH_PARTITIONS.to_string(),
                     "--kafka-replication-factor",
                     "1",
                     "--kafka-min-insync-replicas",
@@ -475,7 +475,7 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
             ctx.progress
                 .done("scenario 1: the ceiling, an empty handler on the same HTTP stack");
             let mut empty =
-                procs::start_role(plan, Role::EmptyServer, &ctx.work.join("empty"), &[])?;
+                procs::start_child(plan, ChildKind::EmptyServer, &ctx.work.join("empty"), &[])?;
             let addr: SocketAddr = empty
                 .message()?
                 .get("ready")
@@ -637,8 +637,8 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
             let topic = format!("bench.{}.baseline", backend.slug());
             let kafka = backend
                 .kafka()
-                .then(|| roles::kafka_config(&infra.brokers(), &topic));
-            let (producer, _log) = roles::producer(kafka.as_ref(), &dir).await?;
+                .then(|| children::kafka_config(&infra.brokers(), &topic));
+            let (producer, _log) = children::producer(kafka.as_ref(), &dir).await?;
             let workers = (0..plan.connections)
                 .map(|_| LogWorker {
                     producer: producer.clone(),
@@ -964,7 +964,7 @@ fn backlog_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::
     ));
     let mut users = with("fill");
     users.extend(["--users".into(), plan.users.to_string()]);
-    let mut fill = procs::start_role(plan, Role::FillLog, &dir, &users)?;
+    let mut fill = procs::start_child(plan, ChildKind::FillLog, &dir, &users)?;
     let filled = follow(ctx, &mut fill, "appending", n)?;
     fill.wait()?;
     let fill_rate = filled["events"].as_f64().unwrap_or(0.0) / secs(&filled);
@@ -977,7 +977,7 @@ fn backlog_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::
 
     ctx.progress
         .done("scenario 3: the loader drains it into a fresh store");
-    let mut loader = procs::start_role(plan, Role::Loader, &dir, &with("loader"))?;
+    let mut loader = procs::start_child(plan, ChildKind::Loader, &dir, &with("loader"))?;
     let loaded = follow(ctx, &mut loader, "loading", n)?;
     loader.wait()?;
     if loaded["stored"].as_u64() != Some(n) {
@@ -1009,7 +1009,8 @@ fn backlog_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::
 
     ctx.progress
         .done("scenario 3: baseline, the same rows inserted straight into a fresh store");
-    let mut straight = procs::start_role(plan, Role::StraightInsert, &dir, &with("straight"))?;
+    let mut straight =
+        procs::start_child(plan, ChildKind::StraightInsert, &dir, &with("straight"))?;
     let inserted = follow(ctx, &mut straight, "inserting", n)?;
     straight.wait()?;
     let straight_rate = n as f64 / secs(&inserted);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::parser::ValueSource;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 #[derive(Parser, Debug)]
@@ -178,12 +178,12 @@ pub struct Settings {
     /// `loader` (log to store; serves only /healthz and /readyz). `api` and `loader` run
     /// apart only with the Kafka log and a shared store (--store clickhouse).
     // Not global: `ugc token --role` names a token's roles.
-    #[arg(long, env = "UGC_ROLE", default_value = "all", value_parser = ["all", "api", "loader"])]
-    pub role: String,
+    #[arg(long, env = "UGC_ROLE", value_enum, default_value_t = ProcessRole::All)]
+    pub role: ProcessRole,
 
     /// The event log: `embedded` (a file under --data-dir) or `kafka` (--kafka-brokers).
-    #[arg(long, env = "UGC_LOG_BACKEND", default_value = "embedded", value_parser = ["embedded", "kafka"], global = true)]
-    pub log_backend: String,
+    #[arg(long, env = "UGC_LOG_BACKEND", value_enum, default_value_t = LogBackend::Embedded, global = true)]
+    pub log_backend: LogBackend,
 
     /// Kafka bootstrap brokers, comma-separated `host:port`.
     #[arg(
@@ -205,8 +205,8 @@ pub struct Settings {
     pub kafka_topic: String,
 
     /// `single` (one topic for every event type) or `per-type` (one topic per type).
-    #[arg(long, env = "UGC_KAFKA_TOPIC_MODE", default_value = "single", value_parser = ["single", "per-type"], global = true)]
-    pub kafka_topic_mode: String,
+    #[arg(long, env = "UGC_KAFKA_TOPIC_MODE", value_enum, default_value_t = TopicMode::Single, global = true)]
+    pub kafka_topic_mode: TopicMode,
 
     /// Kafka topic the loader copies undecodable records to.
     #[arg(
@@ -246,8 +246,8 @@ pub struct Settings {
     pub kafka_min_insync_replicas: i32,
 
     /// Codec of produced Kafka batches.
-    #[arg(long, env = "UGC_KAFKA_COMPRESSION", default_value = "lz4", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"], global = true)]
-    pub kafka_compression: String,
+    #[arg(long, env = "UGC_KAFKA_COMPRESSION", value_enum, default_value_t = KafkaCompression::Lz4, global = true)]
+    pub kafka_compression: KafkaCompression,
 
     /// How long the Kafka producer waits to fill a batch, in ms. Every 2xx waits for its
     /// delivery report, so this adds to each request's latency; under load batches fill
@@ -314,8 +314,8 @@ pub struct Settings {
     /// all partitions at a rebalance, then they are dealt again) or `cooperative-sticky`
     /// (only moved partitions pause; needs a broker that relays owned partitions, as
     /// Apache Kafka does).
-    #[arg(long, env = "UGC_KAFKA_ASSIGNMENT", default_value = "range", value_parser = ["range", "roundrobin", "cooperative-sticky"], global = true)]
-    pub kafka_assignment: String,
+    #[arg(long, env = "UGC_KAFKA_ASSIGNMENT", value_enum, default_value_t = Assignment::Range, global = true)]
+    pub kafka_assignment: Assignment,
 
     /// Path of libchdb.so [default: $UGC_CACHE_DIR or ~/.cache/ugc, then /chdb/<version>/libchdb.so,
     /// where scripts/fetch-chdb installs it].
@@ -333,8 +333,8 @@ pub struct Settings {
 
     /// The analytics store: `chdb` (embedded, under --data-dir) or `clickhouse` (a
     /// server or cluster at --clickhouse-url).
-    #[arg(long, env = "UGC_STORE", default_value = "chdb", value_parser = ["chdb", "clickhouse"], global = true)]
-    pub store: String,
+    #[arg(long, env = "UGC_STORE", value_enum, default_value_t = StoreBackend::Chdb, global = true)]
+    pub store: StoreBackend,
 
     /// HTTP interface of the ClickHouse server (with --store clickhouse).
     #[arg(
@@ -413,8 +413,100 @@ pub struct Settings {
     pub log: String,
 
     /// Log line format.
-    #[arg(long, env = "UGC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
-    pub log_format: String,
+    #[arg(long, env = "UGC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// A typed setting's name as written in flags, variables and files (`clickhouse`, `per-type`).
+pub fn name_of(v: &impl ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// What one process runs. (A token's `roles` are another thing: who the caller is.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProcessRole {
+    /// Ingest API and loader.
+    All,
+    /// Ingest and reads.
+    Api,
+    /// Log to store; serves only /healthz and /readyz.
+    Loader,
+}
+
+impl ProcessRole {
+    pub fn runs_api(self) -> bool {
+        matches!(self, ProcessRole::All | ProcessRole::Api)
+    }
+
+    pub fn runs_loader(self) -> bool {
+        matches!(self, ProcessRole::All | ProcessRole::Loader)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogBackend {
+    Embedded,
+    Kafka,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreBackend {
+    Chdb,
+    Clickhouse,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TopicMode {
+    Single,
+    PerType,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KafkaCompression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl From<KafkaCompression> for ugc_log::kafka::Compression {
+    fn from(c: KafkaCompression) -> Self {
+        use ugc_log::kafka::Compression as C;
+        match c {
+            KafkaCompression::None => C::None,
+            KafkaCompression::Gzip => C::Gzip,
+            KafkaCompression::Snappy => C::Snappy,
+            KafkaCompression::Lz4 => C::Lz4,
+            KafkaCompression::Zstd => C::Zstd,
+        }
+    }
+}
+
+/// librdkafka's `partition.assignment.strategy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Assignment {
+    Range,
+    Roundrobin,
+    CooperativeSticky,
+}
+
+impl Assignment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Assignment::Range => "range",
+            Assignment::Roundrobin => "roundrobin",
+            Assignment::CooperativeSticky => "cooperative-sticky",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Settings {

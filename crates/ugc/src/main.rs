@@ -1,5 +1,5 @@
 mod configuration;
-mod roles;
+mod process;
 mod startup;
 mod telemetry;
 
@@ -14,7 +14,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = configuration::parse()?;
-    telemetry::init(&cli.settings.log, &cli.settings.log_format);
+    telemetry::init(&cli.settings.log, cli.settings.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

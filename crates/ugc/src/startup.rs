@@ -18,7 +18,8 @@ use ugc_store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use ugc_store::{EventStore, QueryLimits, StoreError};
 
 use crate::configuration::Settings;
-use crate::roles::{self, EventLog, Role};
+use crate::configuration::{ProcessRole, StoreBackend, name_of};
+use crate::process::{self, EventLog};
 
 /// The auth configuration, generating a development secret into the data directory
 /// when no key is configured, so that `ugc` and `ugc token` work together out of the box.
@@ -78,7 +79,7 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", s.data_dir.display()))?;
     let verifier = Verifier::new(&auth_config(&s)?)?;
 
-    let role = Role::of(&s)?;
+    let role = process::role_of(&s)?;
     let log = EventLog::open(&s)?;
 
     let store = open_store(&s).await?;
@@ -129,7 +130,7 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
         );
         ugc_edge::router(state)
     } else {
-        roles::loader_router(store, loader_status)
+        process::loader_router(store, loader_status)
     };
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
@@ -137,22 +138,22 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let log_name = log.describe();
     match role {
-        Role::All => tracing::info!(
+        ProcessRole::All => tracing::info!(
             %addr,
             data_dir = %s.data_dir.display(),
-            store = %s.store,
+            store = %name_of(&s.store),
             log = %log_name,
             "ugc all-in-one is up: API http://{addr}/api/v1, docs http://{addr}/docs; mint a token with `ugc token --user <uuid>`"
         ),
-        Role::Api => tracing::info!(
+        ProcessRole::Api => tracing::info!(
             %addr,
-            store = %s.store,
+            store = %name_of(&s.store),
             log = %log_name,
             "ugc API is up: http://{addr}/api/v1, docs http://{addr}/docs"
         ),
-        Role::Loader => tracing::info!(
+        ProcessRole::Loader => tracing::info!(
             %addr,
-            store = %s.store,
+            store = %name_of(&s.store),
             log = %log_name,
             "ugc loader is up: readiness and counters at http://{addr}/readyz"
         ),
@@ -173,7 +174,7 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
 
 /// The configured analytics store, migrated.
 async fn open_store(s: &Settings) -> anyhow::Result<Arc<dyn EventStore>> {
-    if s.store == "clickhouse" {
+    if s.store == StoreBackend::Clickhouse {
         return Ok(Arc::new(open_clickhouse(s).await?));
     }
     let library = s.chdb_library();

@@ -1,4 +1,5 @@
-//! What one process runs (API, loader or both), and the event log it runs on.
+//! What one process runs (API, loader or both, checked against the backends), the event
+//! log it runs on, and the HTTP surface of a loader-only process.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,47 +17,25 @@ use ugc_log::kafka::{KafkaConfig, KafkaLog, TopicLayout};
 use ugc_log::{LogConsumer, LogProducer};
 use ugc_store::EventStore;
 
-use crate::configuration::Settings;
+use crate::configuration::{LogBackend, ProcessRole, Settings, StoreBackend, TopicMode, name_of};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    All,
-    Api,
-    Loader,
-}
-
-impl Role {
-    /// The configured role, refused where it cannot work.
-    pub fn of(s: &Settings) -> anyhow::Result<Role> {
-        let role = match s.role.as_str() {
-            "api" => Role::Api,
-            "loader" => Role::Loader,
-            _ => Role::All,
-        };
-        if role != Role::All && s.log_backend != "kafka" {
-            bail!(
-                "--role {} needs --log-backend kafka: the embedded log lives inside one process, \
-                 so its API and loader cannot run apart (run --role all)",
-                s.role
-            );
-        }
-        if role != Role::All && s.store != "clickhouse" {
-            bail!(
-                "--role {} needs --store clickhouse: the embedded store belongs to one process, \
-                 so a separate API would never see what a separate loader stores",
-                s.role
-            );
-        }
-        Ok(role)
+/// The configured role of this process, refused where it cannot work.
+pub fn role_of(s: &Settings) -> anyhow::Result<ProcessRole> {
+    let role = s.role;
+    let name = name_of(&role);
+    if role != ProcessRole::All && s.log_backend != LogBackend::Kafka {
+        bail!(
+            "--role {name} needs --log-backend kafka: the embedded log lives inside one process, \
+             so its API and loader cannot run apart (run --role all)"
+        );
     }
-
-    pub fn runs_api(self) -> bool {
-        matches!(self, Role::All | Role::Api)
+    if role != ProcessRole::All && s.store != StoreBackend::Clickhouse {
+        bail!(
+            "--role {name} needs --store clickhouse: the embedded store belongs to one process, \
+             so a separate API would never see what a separate loader stores"
+        );
     }
-
-    pub fn runs_loader(self) -> bool {
-        matches!(self, Role::All | Role::Loader)
-    }
+    Ok(role)
 }
 
 /// The configured event log.
@@ -67,7 +46,7 @@ pub enum EventLog {
 
 impl EventLog {
     pub fn open(s: &Settings) -> anyhow::Result<EventLog> {
-        if s.log_backend == "kafka" {
+        if s.log_backend == LogBackend::Kafka {
             let log = KafkaLog::new(kafka_config(s)?)?;
             // Topics are created in the background, retried until the cluster answers: a
             // broker that starts after ugc is normal. /readyz says not ready meanwhile.
@@ -117,7 +96,7 @@ impl EventLog {
 }
 
 fn kafka_config(s: &Settings) -> anyhow::Result<KafkaConfig> {
-    let layout = if s.kafka_topic_mode == "per-type" {
+    let layout = if s.kafka_topic_mode == TopicMode::PerType {
         TopicLayout::PerType {
             prefix: s.kafka_topic.clone(),
             types: ugc_model::EVENT_TYPES
@@ -143,10 +122,7 @@ fn kafka_config(s: &Settings) -> anyhow::Result<KafkaConfig> {
         partitions: s.kafka_partitions,
         replication_factor: s.kafka_replication_factor,
         min_insync_replicas: s.kafka_min_insync_replicas,
-        compression: s
-            .kafka_compression
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))?,
+        compression: s.kafka_compression.into(),
         linger: Duration::from_millis(s.kafka_linger_ms),
         batch_bytes: s.kafka_batch_bytes,
         queue_max_messages: s.kafka_queue_messages,
@@ -154,7 +130,7 @@ fn kafka_config(s: &Settings) -> anyhow::Result<KafkaConfig> {
         delivery_timeout: Duration::from_millis(s.kafka_delivery_timeout_ms),
         group_id: s.kafka_group.clone(),
         session_timeout: Duration::from_millis(s.kafka_session_timeout_ms),
-        assignment_strategy: s.kafka_assignment.clone(),
+        assignment_strategy: s.kafka_assignment.as_str().to_owned(),
         ..KafkaConfig::default()
     })
 }

@@ -1,4 +1,4 @@
-//! The hidden roles of `ugc-bench`, each run in a child process of the suite. A role
+//! The hidden children of `ugc-bench`, each run in a child process of the suite. A child
 //! reports to the suite with JSON lines on stdout (`ready`, `progress`, `result`) and
 //! exits when its stdin closes, so nothing outlives a suite that died.
 
@@ -29,7 +29,7 @@ use ugc_store::{EventStore, LogPosition, QueryLimits};
 
 use crate::procs::status_bytes;
 use crate::workload::{Rng, Workload};
-use crate::{BenchArgs, Role};
+use crate::{BenchArgs, ChildKind};
 
 /// Records per append while filling a backlog (one fsync each).
 const FILL_CHUNK: u64 = 10_000;
@@ -40,7 +40,7 @@ pub fn say(v: Value) {
     let _ = out.flush();
 }
 
-pub fn run(role: Role, args: &BenchArgs) -> anyhow::Result<()> {
+pub fn run(kind: ChildKind, args: &BenchArgs) -> anyhow::Result<()> {
     std::thread::spawn(|| {
         let mut sink = Vec::new();
         let _ = std::io::stdin().read_to_end(&mut sink);
@@ -50,16 +50,16 @@ pub fn run(role: Role, args: &BenchArgs) -> anyhow::Result<()> {
         .internal_dir
         .clone()
         .context("--internal-dir is required")?;
-    match role {
-        Role::EmptyServer => empty_server(),
-        Role::FillLog => fill_log(
+    match kind {
+        ChildKind::EmptyServer => empty_server(),
+        ChildKind::FillLog => fill_log(
             &dir,
             args.backlog.unwrap_or(1),
             args.users.unwrap_or(1),
             &Backends::of(args),
         ),
-        Role::Loader => loader(&dir, args.backlog.unwrap_or(1), &Backends::of(args)),
-        Role::StraightInsert => {
+        ChildKind::Loader => loader(&dir, args.backlog.unwrap_or(1), &Backends::of(args)),
+        ChildKind::StraightInsert => {
             straight_insert(&dir, args.backlog.unwrap_or(1), &Backends::of(args))
         }
     }
