@@ -41,10 +41,17 @@ impl FromRequestParts<AppState> for MaybePrincipal {
     }
 }
 
+/// The token of an `Authorization: Bearer <jwt>` header: the one place that reads it.
+pub(crate) fn bearer_from(headers: &HeaderMap) -> Option<&str> {
+    let auth = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = auth.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The caller's token: the Bearer header when there is one, else the seeds' cookies.
 pub(crate) fn token_from(headers: &HeaderMap) -> Option<&str> {
-    if let Some(auth) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let (scheme, token) = auth.trim().split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    if headers.contains_key(AUTHORIZATION) {
+        return bearer_from(headers);
     }
     headers
         .get_all(COOKIE)

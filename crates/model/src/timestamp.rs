@@ -15,6 +15,8 @@ pub struct Timestamp(i64);
 impl Timestamp {
     /// 2000-01-01: anything earlier is a client clock bug, not a viewer's action.
     pub const MIN_MILLIS: i64 = 946_684_800_000;
+    /// 2106-02-07 06:28:15 UTC: the end of ClickHouse's `DateTime` (u32 seconds).
+    pub const MAX_MILLIS: i64 = 4_294_967_295_000;
 
     pub fn now() -> Self {
         let now = OffsetDateTime::now_utc();
@@ -25,9 +27,11 @@ impl Timestamp {
         if ms < Self::MIN_MILLIS {
             return Err("timestamp is before 2000-01-01");
         }
-        // Far-future values would make nonsense partitions; 9999 is the formatters' limit.
-        if ms > 253_402_300_799_000 {
-            return Err("timestamp is after 9999-12-31");
+        // The latest instant every store keeps: ClickHouse's DateTime (18.16) ends at
+        // 2106-02-07 06:28:15 UTC (DateTime64 on newer engines goes further). A later
+        // time would be accepted here and then stored as something else.
+        if ms > Self::MAX_MILLIS {
+            return Err("timestamp is after 2106-02-07 06:28:15 UTC, the latest a store keeps");
         }
         Ok(Self(ms))
     }
@@ -71,6 +75,21 @@ impl Timestamp {
 
     pub fn to_rfc3339(&self) -> String {
         self.datetime().format(&Rfc3339).unwrap_or_default()
+    }
+
+    /// RFC 3339, or an ISO 8601 date-time without an offset read as UTC — what Python's
+    /// `datetime.isoformat()` prints for a naive datetime, as the seeds' clients send.
+    pub fn parse_iso_utc(s: &str) -> Result<Self, String> {
+        Self::parse_rfc3339(s).or_else(|e| {
+            let naive = s.trim();
+            if naive.len() >= 19 && matches!(naive.as_bytes()[10], b'T' | b' ') {
+                let mut sql = naive.to_owned();
+                sql.replace_range(10..11, " ");
+                Self::parse_sql(&sql).map_err(|_| e)
+            } else {
+                Err(e)
+            }
+        })
     }
 
     pub fn parse_rfc3339(s: &str) -> Result<Self, String> {

@@ -473,3 +473,59 @@ async fn compat_routes_switch_off_per_seed() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// One rule for the seeds' times: RFC 3339, a naive ISO date-time (read as UTC, as the
+/// seeds' Python clients print it) or Unix seconds/milliseconds; anything else is a 422
+/// naming the field — on seed 000 as on 002 and 003, never silently the arrival time.
+#[tokio::test]
+async fn every_seed_route_treats_a_bad_time_alike() {
+    let server = Server::start(&[]).await;
+    let user = new_user();
+    let cookie = format!("access_token_cookie={}", seed_token(&user));
+    let bearer = format!("Bearer {}", seed_token(&user));
+    let send = |path: &str, body: Value| {
+        let req = server
+            .http
+            .post(format!("{}{path}", server.base))
+            .header("cookie", &cookie)
+            .header("authorization", &bearer)
+            .json(&body);
+        async move { read(req.send().await.unwrap()).await }
+    };
+    let cases = [
+        (
+            "/ugc/api/v1/produce/send_to_broker/movie_progress",
+            "last_watched",
+            json!({"movie_id": FILM, "progress": 10, "status": "in_progress"}),
+        ),
+        (
+            "/api/v1/produce",
+            "event_timestamp",
+            json!({"payload": {"movie_id": FILM, "event_data": "5 stars"}, "event_type": "movie_like"}),
+        ),
+        ("/api/pause", "timestamp", json!({"film_id": FILM, "pause_at": 1})),
+    ];
+    for (path, field, body) in cases {
+        let with = |t: Value| {
+            let mut b = body.clone();
+            match b.get_mut("payload") {
+                Some(p) => p[field] = t,
+                None => b[field] = t,
+            }
+            b
+        };
+        let (status, answer) = send(path, with(json!("yesterday"))).await;
+        assert_eq!(status, 422, "{path}: {answer}");
+        assert!(answer.to_string().contains(field), "{path}: {answer}");
+        for ok in [
+            json!("2024-05-01T20:15:00"),
+            json!("2024-05-01T20:15:00+03:00"),
+        ] {
+            let (status, answer) = send(path, with(ok.clone())).await;
+            assert!(
+                (200..300).contains(&status),
+                "{path} {ok}: {status} {answer}"
+            );
+        }
+    }
+}

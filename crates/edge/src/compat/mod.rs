@@ -319,7 +319,7 @@ pub(crate) fn instant(field: &str, v: &Value) -> Result<Timestamp, ApiError> {
                 x as i64
             }
         }
-        Value::String(s) => return Timestamp::parse_rfc3339(s).map_err(|e| invalid(field, e)),
+        Value::String(s) => return Timestamp::parse_iso_utc(s).map_err(|e| invalid(field, e)),
         _ => {
             return Err(invalid(
                 field,

@@ -66,9 +66,7 @@ pub async fn send_to_broker(
             watched.occurred_at = fields
                 .get("last_watched")
                 .map(|v| instant("last_watched", v))
-                .transpose()
-                .ok()
-                .flatten();
+                .transpose()?;
             watched.extra = fields.clone();
             let mut events = vec![watched];
             if fields.get("status").and_then(Value::as_str) == Some("completed") {

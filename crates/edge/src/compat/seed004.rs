@@ -12,7 +12,7 @@ use ugc_model::Event;
 
 use super::{Canonical, Seed, claimed, film_uuid, ingest, object, position};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ClientIp, JsonBody};
+use crate::extract::{ClientIp, JsonBody, bearer_from};
 use crate::state::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -35,25 +35,20 @@ pub async fn post_progress(
     ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    // FastAPI's HTTPBearer: 403 without the header, or with one that is not a Bearer.
+    if !headers.contains_key(header::AUTHORIZATION) {
         return Ok((
             StatusCode::FORBIDDEN,
             Json(json!({"detail": "Not authenticated"})),
         )
             .into_response());
-    };
-    let token = match auth.trim().split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        _ => {
-            return Ok((
-                StatusCode::FORBIDDEN,
-                Json(json!({"detail": "Invalid authentication credentials"})),
-            )
-                .into_response());
-        }
+    }
+    let Some(token) = bearer_from(&headers) else {
+        return Ok((
+            StatusCode::FORBIDDEN,
+            Json(json!({"detail": "Invalid authentication credentials"})),
+        )
+            .into_response());
     };
     let principal = state.verifier().verify(token)?;
     let fields = object(body)?;
