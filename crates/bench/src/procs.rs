@@ -1,7 +1,7 @@
 //! Child processes of the suite and what `/proc` says about them.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -75,8 +75,9 @@ pub fn others_cpu_secs() -> f64 {
     ticks as f64 / 100.0
 }
 
+/// The test kit's port picker: below the kernel's ephemeral range, never one twice.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(ugc_testkit::free_port())
 }
 
 /// A child that is killed when dropped, whatever happened to the run.

@@ -463,18 +463,25 @@ impl Drop for ResultGuard {
 /// installs the same one.
 pub const CHDB_VERSION: &str = "26.5.3";
 
-/// Where `scripts/fetch-chdb` puts the library:
-/// `$UGC_CACHE_DIR` (default `$HOME/.cache/ugc`) `/chdb/<version>/libchdb.so`.
-pub fn default_library_path() -> PathBuf {
-    let cache = std::env::var_os("UGC_CACHE_DIR")
+/// Where the scripts install what the project needs from outside (libchdb.so, the
+/// test broker): `$UGC_CACHE_DIR`, else `$HOME/.cache/ugc`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("UGC_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let home = std::env::var_os("HOME")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("."));
             home.join(".cache/ugc")
-        });
-    cache.join("chdb").join(CHDB_VERSION).join("libchdb.so")
+        })
+}
+
+/// Where `scripts/fetch-chdb` puts the library: `<cache>/chdb/<version>/libchdb.so`.
+pub fn default_library_path() -> PathBuf {
+    cache_dir()
+        .join("chdb")
+        .join(CHDB_VERSION)
+        .join("libchdb.so")
 }
 
 #[cfg(test)]

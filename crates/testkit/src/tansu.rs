@@ -59,7 +59,12 @@ impl Tansu {
     pub fn find_binary() -> Result<PathBuf, String> {
         let path = std::env::var_os("UGC_TANSU")
             .map(PathBuf::from)
-            .unwrap_or_else(|| cache_dir().join("tansu").join("bin").join("tansu"));
+            .unwrap_or_else(|| {
+                ugc_chdb::cache_dir()
+                    .join("tansu")
+                    .join("bin")
+                    .join("tansu")
+            });
         if path.is_file() {
             Ok(path)
         } else {
@@ -263,15 +268,6 @@ impl Tansu {
         }
         out
     }
-}
-
-/// Where scripts install what the tests need: `$UGC_CACHE_DIR`, else `~/.cache/ugc`.
-fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("UGC_CACHE_DIR") {
-        return dir.into();
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
-    PathBuf::from(home).join(".cache").join("ugc")
 }
 
 impl Drop for Tansu {

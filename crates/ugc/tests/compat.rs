@@ -503,7 +503,11 @@ async fn every_seed_route_treats_a_bad_time_alike() {
             "event_timestamp",
             json!({"payload": {"movie_id": FILM, "event_data": "5 stars"}, "event_type": "movie_like"}),
         ),
-        ("/api/pause", "timestamp", json!({"film_id": FILM, "pause_at": 1})),
+        (
+            "/api/pause",
+            "timestamp",
+            json!({"film_id": FILM, "pause_at": 1}),
+        ),
     ];
     for (path, field, body) in cases {
         let with = |t: Value| {
