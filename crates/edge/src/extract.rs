@@ -125,9 +125,12 @@ impl FromRequest<AppState> for JsonBody {
             return Err(ApiError::UnsupportedMediaType(content_type.to_owned()));
         }
         let limit = state.config().max_body_bytes;
-        let too_large = || ApiError::TooLarge {
-            what: "the request body",
-            limit: format!("{limit} bytes"),
+        let too_large = || {
+            metrics::counter!("ugc_http_body_too_large_total").increment(1);
+            ApiError::TooLarge {
+                what: "the request body",
+                limit: format!("{limit} bytes"),
+            }
         };
         let declared = req
             .headers()

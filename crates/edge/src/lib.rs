@@ -6,6 +6,7 @@ pub mod compat;
 pub mod error;
 pub mod extract;
 pub mod limit;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod state;
@@ -42,5 +43,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         // JsonBody enforces the configured limit itself, with a JSON 413.
         .layer(DefaultBodyLimit::disable())
+        // Around everything, so refusals of every kind are counted too.
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }

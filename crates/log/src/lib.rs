@@ -7,6 +7,7 @@
 
 pub mod embedded;
 pub mod kafka;
+pub mod metered;
 
 use std::time::Duration;
 

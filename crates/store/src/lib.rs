@@ -8,6 +8,7 @@ pub mod chdb;
 pub mod clickhouse;
 mod engine;
 pub mod errors;
+pub mod metered;
 pub mod sandbox;
 pub mod sql;
 

@@ -412,6 +412,11 @@ pub struct Settings {
     #[arg(long, env = "UGC_LOG", default_value = "info", global = true)]
     pub log: String,
 
+    /// Serve `GET /metrics` (Prometheus text) on this address instead of the main one, so
+    /// it can be kept off the public port.
+    #[arg(long, env = "UGC_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Log line format.
     #[arg(long, env = "UGC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,

@@ -73,11 +73,17 @@ impl EventLog {
         Ok(EventLog::Embedded(log))
     }
 
+    /// The producer, counted (`ugc_log_*`, `ugc_events_accepted_total`).
     pub fn producer(&self) -> anyhow::Result<Arc<dyn LogProducer>> {
-        Ok(match self {
-            EventLog::Embedded(l) => Arc::new(l.producer()),
-            EventLog::Kafka(l) => Arc::new(l.producer()?),
-        })
+        let (inner, backend): (Arc<dyn LogProducer>, _) = match self {
+            EventLog::Embedded(l) => (Arc::new(l.producer()), "embedded"),
+            EventLog::Kafka(l) => (Arc::new(l.producer()?), "kafka"),
+        };
+        Ok(Arc::new(ugc_log::metered::Metered::new(
+            inner,
+            backend,
+            ugc_model::EVENT_TYPES,
+        )))
     }
 
     pub fn consumer(&self) -> anyhow::Result<Box<dyn LogConsumer>> {

@@ -20,6 +20,7 @@ use ugc_store::{EventStore, QueryLimits, StoreError};
 use crate::configuration::Settings;
 use crate::configuration::{ProcessRole, StoreBackend, name_of};
 use crate::process::{self, EventLog};
+use crate::telemetry;
 
 /// The auth configuration, generating a development secret into the data directory
 /// when no key is configured, so that `ugc` and `ugc token` work together out of the box.
@@ -80,9 +81,11 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
     let verifier = Verifier::new(&auth_config(&s)?)?;
 
     let role = process::role_of(&s)?;
+    let metrics = telemetry::install_metrics(&name_of(&s.log_backend), &name_of(&s.store))?;
     let log = EventLog::open(&s)?;
 
-    let store = open_store(&s).await?;
+    let store: Arc<dyn EventStore> =
+        Arc::new(ugc_store::metered::Metered::new(open_store(&s).await?));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loader_status = Arc::default();
@@ -131,6 +134,22 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
         ugc_edge::router(state)
     } else {
         process::loader_router(store, loader_status)
+    };
+    let router = match s.metrics_listen {
+        None => router.merge(metrics.router()),
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
+            tracing::info!(%addr, "metrics at http://{addr}/metrics");
+            let app = metrics.router::<()>();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            });
+            router
+        }
     };
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await

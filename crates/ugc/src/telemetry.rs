@@ -18,3 +18,77 @@ pub fn init(filter: &str, format: LogFormat) {
         builder.init();
     }
 }
+
+/// The Prometheus side of the `metrics` facade every crate records to.
+#[derive(Clone)]
+pub struct Metrics {
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    started: std::time::Instant,
+}
+
+/// Latency buckets (seconds) of every histogram: from a group-committed append
+/// (sub-millisecond) to a slow analyst query.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the recorder; call once, before anything records.
+pub fn install_metrics(log_backend: &str, store_backend: &str) -> anyhow::Result<Metrics> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(BUCKETS)?
+        .install_recorder()?;
+    metrics::gauge!(
+        "ugc_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "git_sha" => env!("UGC_GIT_SHA"),
+        "log_backend" => log_backend.to_owned(),
+        "store_backend" => store_backend.to_owned()
+    )
+    .set(1.0);
+    metrics::counter!("ugc_http_body_too_large_total").absolute(0);
+    Ok(Metrics {
+        handle,
+        started: std::time::Instant::now(),
+    })
+}
+
+impl Metrics {
+    /// The Prometheus text of every metric, with the process's own read just now.
+    pub fn render(&self) -> String {
+        metrics::gauge!("ugc_process_uptime_seconds").set(self.started.elapsed().as_secs_f64());
+        if let Some(rss) = resident_bytes() {
+            metrics::gauge!("ugc_process_resident_memory_bytes").set(rss as f64);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            metrics::gauge!("ugc_process_open_fds").set(fds.count() as f64);
+        }
+        self.handle.render()
+    }
+
+    /// `GET /metrics`, to merge into a router or serve on its own address.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
+        let m = self.clone();
+        axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = m.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+    }
+}
+
+/// Resident memory from `/proc/self/statm` (pages; 4 KiB on the platforms we run on).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}

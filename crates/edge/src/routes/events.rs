@@ -55,6 +55,17 @@ pub struct BatchAccepted {
     pub results: Vec<BatchItem>,
 }
 
+/// Counts an event refused for its fields, by its type (`unknown` when that is not one).
+pub fn count_rejected(item: &Value) {
+    let kind = item
+        .get("type")
+        .and_then(Value::as_str)
+        .and_then(|t| ugc_model::EVENT_TYPES.iter().find(|k| **k == t).copied())
+        .unwrap_or("unknown");
+    metrics::counter!("ugc_events_rejected_total", "type" => kind, "reason" => "invalid")
+        .increment(1);
+}
+
 /// A batch must hold between one and the configured maximum of events; `field` names
 /// the list in the route's own body shape.
 pub fn check_batch_size(state: &AppState, len: usize, field: &str) -> Result<(), ApiError> {
@@ -132,7 +143,10 @@ pub async fn post_event(
     ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let incoming = parse_event(&body).map_err(ApiError::Validation)?;
+    let incoming = parse_event(&body).map_err(|e| {
+        count_rejected(&body);
+        ApiError::Validation(e)
+    })?;
     state.admit(Some(&principal.user), ip, 1)?;
     let env = enrich(incoming, Some(&principal.user), ip, Timestamp::now());
     state.producer().append(vec![record(&env)]).await?;
@@ -203,6 +217,7 @@ pub async fn post_batch(
                 });
             }
             Err(errors) => {
+                count_rejected(item);
                 let first = errors
                     .first()
                     .cloned()
