@@ -6,7 +6,7 @@ pub mod compat;
 pub mod error;
 pub mod extract;
 pub mod limit;
-pub mod metrics;
+pub mod observe;
 pub mod openapi;
 pub mod routes;
 pub mod state;
@@ -43,7 +43,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         // JsonBody enforces the configured limit itself, with a JSON 413.
         .layer(DefaultBodyLimit::disable())
-        // Around everything, so refusals of every kind are counted too.
-        .layer(axum::middleware::from_fn(metrics::track))
+        // Around everything, so refusals of every kind are counted and logged too.
+        .layer(axum::middleware::from_fn_with_state(
+            observe::AccessLog(state.config().access_log),
+            observe::observe,
+        ))
         .with_state(state)
 }

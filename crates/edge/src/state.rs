@@ -22,6 +22,8 @@ pub struct EdgeConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Which seed services' routes are served, and whether their anonymous events are.
     pub compat: CompatConfig,
+    /// One log line per request (target `ugc::access`).
+    pub access_log: bool,
     /// Events per second per user on ingest; `None`: no limit.
     pub rate_limit: Option<RateLimit>,
 }
@@ -33,6 +35,7 @@ impl Default for EdgeConfig {
             max_batch: 1000,
             trusted_proxies: vec![],
             compat: CompatConfig::default(),
+            access_log: true,
             rate_limit: None,
         }
     }

@@ -417,6 +417,11 @@ pub struct Settings {
     #[arg(long, env = "UGC_METRICS_LISTEN", global = true)]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// One log line per request (target `ugc::access`): route, status, latency,
+    /// request id.
+    #[arg(long, env = "UGC_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub access_log: bool,
+
     /// Log line format.
     #[arg(long, env = "UGC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,

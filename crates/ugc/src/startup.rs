@@ -118,6 +118,7 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
                 max_body_bytes: s.max_body_bytes,
                 max_batch: s.max_batch,
                 trusted_proxies: s.trusted_proxies.clone(),
+                access_log: s.access_log,
                 compat: CompatConfig {
                     seeds: s.compat.0.clone(),
                     anonymous: s.compat_anonymous,

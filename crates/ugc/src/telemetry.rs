@@ -13,7 +13,12 @@ pub fn init(filter: &str, format: LogFormat) {
         // Colours only for a person at a terminal, never in files or collectors.
         .with_ansi(std::io::stderr().is_terminal());
     if format == LogFormat::Json {
-        builder.json().init();
+        // The request's span (request_id, route, method) goes on every line of it.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }

@@ -176,3 +176,62 @@ async fn metrics_can_listen_apart_from_the_api() {
     let series = scrape(&server, &apart).await;
     assert!(series.contains_key("ugc_process_open_fds"));
 }
+
+#[tokio::test]
+async fn a_request_id_is_echoed_logged_and_stored_with_the_event() {
+    let server = Server::start(&["--log-format", "json"]).await;
+    let user = new_user();
+    let token = server.token(&user, &[]);
+    let film = uuid::Uuid::new_v4().to_string();
+    let sent = "req-0190c7e2-6b5f-7cc3";
+    let answer = server
+        .http
+        .post(format!("{}/api/v1/events", server.base))
+        .bearer_auth(&token)
+        .header("x-request-id", sent)
+        .json(&json!({"type": "pause", "film_id": film, "position": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    assert_eq!(answer.headers()["x-request-id"], sent);
+
+    // None sent, or a forged one: the server makes its own.
+    for header in [None, Some("two words\tand a tab")] {
+        let mut req = server
+            .http
+            .post(format!("{}/api/v1/events", server.base))
+            .bearer_auth(&token)
+            .json(&json!({"type": "pause", "film_id": film, "position": 6}));
+        if let Some(h) = header {
+            req = req.header("x-request-id", h);
+        }
+        let answer = req.send().await.unwrap();
+        let id = answer.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    }
+
+    let rows = server
+        .wait_for(
+            &format!(
+                "SELECT count() FROM ugc.events WHERE user_id = '{user}' \
+                 AND JSONExtractString(context, 'request_id') = '{sent}'"
+            ),
+            json!(1),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(rows.len(), 1);
+    // The access log line of that request, as JSON, carries the id.
+    let log = server.log();
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["span"]["request_id"] == sent && l["target"] == "ugc::access")
+        .unwrap_or_else(|| panic!("no JSON access line with the request id in:\n{log}"));
+    assert_eq!(line["fields"]["status"], 202, "{line}");
+    assert_eq!(line["span"]["route"], "/api/v1/events", "{line}");
+}

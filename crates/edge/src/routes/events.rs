@@ -93,6 +93,10 @@ pub fn enrich(
     now: Timestamp,
 ) -> Envelope {
     let mut context = incoming.context;
+    // The server's id of the request wins over any a client put in the context.
+    if let Some(id) = crate::observe::request_id() {
+        context.extra.insert("request_id".into(), Value::String(id));
+    }
     if let Some(claimed) = incoming
         .claimed_user
         .filter(|c| Some(c.as_str()) != user.map(UserId::as_str))
