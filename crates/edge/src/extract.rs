@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::HeaderMap;
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
+use axum::http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
 use axum::http::request::Parts;
 use serde_json::Value;
 
@@ -101,8 +101,35 @@ impl FromRequestParts<AppState> for ClientIp {
 }
 
 /// A JSON document read under the configured body limit. Malformed JSON is a 400, a
-/// wrong content type a 415, too many bytes a 413.
+/// wrong content type or encoding a 415, too many bytes a 413. A body may come
+/// `Content-Encoding: gzip` or `zstd`: the limit then holds for the inflated bytes too,
+/// and a body that inflates more than [`MAX_RATIO`] times (a decompression bomb) is a 413
+/// — found without ever holding more than the limit in memory.
 pub struct JsonBody(pub Value);
+
+/// The most a compressed body may inflate: JSON events compress 5–20 times; 1 GB of
+/// zeros in 1 MB of gzip is an attack.
+pub const MAX_RATIO: usize = 100;
+
+/// Inflates `body` through `decoder`, stopping one byte past the limit.
+fn inflate(
+    body: &[u8],
+    limit: usize,
+    decoder: impl std::io::Read,
+    too_large: impl Fn() -> ApiError,
+) -> Result<Vec<u8>, ApiError> {
+    use std::io::Read as _;
+    let cap = limit.min(body.len().saturating_mul(MAX_RATIO));
+    let mut out = Vec::with_capacity(cap.min(64 * 1024));
+    decoder
+        .take(cap as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::MalformedJson(format!("cannot decompress the body: {e}")))?;
+    if out.len() > cap {
+        return Err(too_large());
+    }
+    Ok(out)
+}
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
@@ -140,6 +167,19 @@ impl FromRequest<AppState> for JsonBody {
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large());
         }
+        let encoding = req
+            .headers()
+            .get(CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty() && v != "identity");
+        if let Some(e) = encoding.as_deref()
+            && !matches!(e, "gzip" | "x-gzip" | "zstd")
+        {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Encoding {e} (gzip, zstd or none)"
+            )));
+        }
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|e| {
@@ -153,6 +193,23 @@ impl FromRequest<AppState> for JsonBody {
                 }
                 ApiError::MalformedJson(format!("could not read the body: {e}"))
             })?;
+        let bytes = match encoding.as_deref() {
+            Some("gzip" | "x-gzip") => axum::body::Bytes::from(inflate(
+                &bytes,
+                limit,
+                flate2::read::MultiGzDecoder::new(&bytes[..]),
+                too_large,
+            )?),
+            Some(_) => axum::body::Bytes::from(inflate(
+                &bytes,
+                limit,
+                zstd::stream::read::Decoder::new(&bytes[..]).map_err(|e| {
+                    ApiError::MalformedJson(format!("cannot decompress the body: {e}"))
+                })?,
+                too_large,
+            )?),
+            None => bytes,
+        };
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::MalformedJson(e.to_string()))

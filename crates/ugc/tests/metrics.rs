@@ -235,3 +235,72 @@ async fn a_request_id_is_echoed_logged_and_stored_with_the_event() {
     assert_eq!(line["fields"]["status"], 202, "{line}");
     assert_eq!(line["span"]["route"], "/api/v1/events", "{line}");
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_ingested_and_bombs_refused() {
+    let server = Server::start(&[]).await;
+    let user = new_user();
+    let token = server.token(&user, &[]);
+    let film = uuid::Uuid::new_v4().to_string();
+    let batch = json!(
+        (0..50)
+            .map(|i| json!({"type": "view_progress", "film_id": film, "film_timestamp": i}))
+            .collect::<Vec<_>>()
+    );
+    let raw = serde_json::to_vec(&batch).unwrap();
+    let post = |body: Vec<u8>, encoding: &'static str| {
+        server
+            .http
+            .post(format!("{}/api/v1/events/batch", server.base))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+    };
+    let r = post(gzip(&raw), "gzip").await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = post(zstd::encode_all(&raw[..], 3).unwrap(), "zstd")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "zstd");
+    let r = post(raw.clone(), "br").await.unwrap();
+    assert_eq!(r.status(), 415, "an encoding we do not take");
+    server
+        .wait_for(
+            &format!("SELECT uniqExact(event_id) FROM ugc.events WHERE user_id = '{user}'"),
+            json!(100),
+            Duration::from_secs(30),
+        )
+        .await;
+
+    // 1 GiB of zeros in just under the 1 MiB body limit: refused before it inflates.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        std::io::Write::write_all(&mut e, &zeros).unwrap();
+    }
+    let bomb = e.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    let rss = |m: &BTreeMap<String, f64>| m["ugc_process_resident_memory_bytes"];
+    let before = scrape(&server, &server.base).await;
+    let r = post(bomb, "gzip").await.unwrap();
+    assert_eq!(r.status(), 413);
+    let after = scrape(&server, &server.base).await;
+    assert!(
+        rss(&after) - rss(&before) < 64e6,
+        "RSS grew from {} to {}",
+        rss(&before),
+        rss(&after)
+    );
+    // Just over the ratio, far under the size limit: refused too.
+    let r = post(gzip(&vec![b' '; 200_000]), "gzip").await.unwrap();
+    assert_eq!(r.status(), 413);
+}
