@@ -304,3 +304,39 @@ async fn compressed_bodies_are_ingested_and_bombs_refused() {
     let r = post(gzip(&vec![b' '; 200_000]), "gzip").await.unwrap();
     assert_eq!(r.status(), 413);
 }
+
+/// The Grafana dashboard in deploy/ is valid JSON and charts only metrics `ugc` exposes.
+#[test]
+fn the_dashboard_charts_only_documented_metrics() {
+    let text = include_str!("../../../deploy/grafana/dashboards/ugc.json");
+    let dashboard: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+    let documented = |name: &str| {
+        let base = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        DOCUMENTED
+            .iter()
+            .any(|d| d.trim_end_matches("_bucket") == base || *d == name)
+            || base == "ugc_events_rejected_total"
+    };
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 6);
+    for p in panels {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("ugc_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            for n in names {
+                assert!(
+                    documented(n),
+                    "{} charts {n}, which ugc does not expose",
+                    p["title"]
+                );
+            }
+        }
+    }
+}
