@@ -37,6 +37,9 @@ pub enum Command {
     Serve,
     /// Print a development token signed with the configured HS256 secret.
     Token(TokenArgs),
+    /// Is a running deployment healthy, and how far behind? Asks each instance's
+    /// /readyz and /metrics; exits non-zero when anything is unhealthy.
+    Status(crate::status::StatusArgs),
 }
 
 #[derive(Args, Debug)]

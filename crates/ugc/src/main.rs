@@ -1,6 +1,7 @@
 mod configuration;
 mod process;
 mod startup;
+mod status;
 mod telemetry;
 
 use std::time::Duration;
@@ -30,6 +31,16 @@ fn main() -> anyhow::Result<()> {
                 Duration::from_secs(args.ttl_secs),
             )?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Status(args) => {
+            let healthy = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(status::run(args))?;
+            if !healthy {
+                std::process::exit(1);
+            }
             Ok(())
         }
     }

@@ -81,7 +81,11 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
     let verifier = Verifier::new(&auth_config(&s)?)?;
 
     let role = process::role_of(&s)?;
-    let metrics = telemetry::install_metrics(&name_of(&s.log_backend), &name_of(&s.store))?;
+    let metrics = telemetry::install_metrics(
+        &name_of(&role),
+        &name_of(&s.log_backend),
+        &name_of(&s.store),
+    )?;
     let log = EventLog::open(&s)?;
 
     let store: Arc<dyn EventStore> =

@@ -38,7 +38,11 @@ const BUCKETS: &[f64] = &[
 ];
 
 /// Installs the recorder; call once, before anything records.
-pub fn install_metrics(log_backend: &str, store_backend: &str) -> anyhow::Result<Metrics> {
+pub fn install_metrics(
+    role: &str,
+    log_backend: &str,
+    store_backend: &str,
+) -> anyhow::Result<Metrics> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(BUCKETS)?
         .install_recorder()?;
@@ -46,6 +50,7 @@ pub fn install_metrics(log_backend: &str, store_backend: &str) -> anyhow::Result
         "ugc_build_info",
         "version" => env!("CARGO_PKG_VERSION"),
         "git_sha" => env!("UGC_GIT_SHA"),
+        "role" => role.to_owned(),
         "log_backend" => log_backend.to_owned(),
         "store_backend" => store_backend.to_owned()
     )
