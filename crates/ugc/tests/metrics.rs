@@ -340,3 +340,67 @@ fn the_dashboard_charts_only_documented_metrics() {
         }
     }
 }
+
+/// `ugc status` against running instances: healthy answers 0 and says what runs; with
+/// the store stopped (a ClickHouse server here) it answers non-zero and says why.
+#[tokio::test]
+async fn ugc_status_says_healthy_or_not() {
+    let status = |urls: &[&str], json: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ugc"));
+        c.arg("status");
+        for u in urls {
+            c.args(["--url", u]);
+        }
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    let aio = Server::start(&[]).await;
+    let out = status(&[&aio.base], false);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ready") && text.contains("embedded") && text.contains("chdb"),
+        "{text}"
+    );
+
+    let mut clickhouse =
+        tokio::task::spawn_blocking(ugc_testkit::clickhouse::ClickHouse::start_single)
+            .await
+            .unwrap()
+            .expect("a ClickHouse server for the store");
+    let on_server = Server::start(&[
+        "--store",
+        "clickhouse",
+        "--clickhouse-url",
+        &clickhouse.url(),
+    ])
+    .await;
+    let out = status(&[&aio.base, &on_server.base], true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["instances"][1]["store_backend"], "clickhouse");
+
+    tokio::task::spawn_blocking(move || {
+        clickhouse.stop().unwrap();
+        clickhouse
+    })
+    .await
+    .unwrap();
+    let out = status(&[&aio.base, &on_server.base], true);
+    assert!(
+        !out.status.success(),
+        "a stopped store must fail the status"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["healthy"], false);
+    assert_eq!(report["instances"][0]["ready"], true);
+    assert_eq!(report["instances"][1]["ready"], false);
+    let problems = report["instances"][1]["problems"].to_string();
+    assert!(problems.contains("store"), "{problems}");
+}
