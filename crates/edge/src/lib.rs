@@ -43,6 +43,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         // JsonBody enforces the configured limit itself, with a JSON 413.
         .layer(DefaultBodyLimit::disable())
+        // Answers compressed (gzip, zstd) when the client accepts it and they are worth
+        // it: progress lists, analysts' rows, the OpenAPI document.
+        .layer(tower_http::compression::CompressionLayer::new())
         // Around everything, so refusals of every kind are counted and logged too.
         .layer(axum::middleware::from_fn_with_state(
             observe::AccessLog(state.config().access_log),

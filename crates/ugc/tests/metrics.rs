@@ -404,3 +404,28 @@ async fn ugc_status_says_healthy_or_not() {
     let problems = report["instances"][1]["problems"].to_string();
     assert!(problems.contains("store"), "{problems}");
 }
+
+/// Read answers come compressed to a client that accepts it, and plain otherwise.
+#[tokio::test]
+async fn answers_are_compressed_for_clients_that_accept_it() {
+    let server = Server::start(&[]).await;
+    for (accept, want) in [
+        ("gzip", Some("gzip")),
+        ("zstd", Some("zstd")),
+        ("identity", None),
+    ] {
+        let r = server
+            .http
+            .get(format!("{}/openapi.json", server.base))
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let got = r
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(got.as_deref(), want, "Accept-Encoding: {accept}");
+    }
+}
