@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use ugc_model::{EventId, FilmId, UserId};
@@ -199,25 +199,20 @@ impl ClickHouseStore {
     }
 
     /// Runs `op` until it succeeds, fails for good, or runs out of attempts; transient
-    /// failures wait with exponential backoff and jitter.
-    async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
+    /// failures wait with the one backoff policy (`ugc-retry`).
+    async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
-        let mut pause = self.config.retry_min;
-        let mut attempt = 1;
-        loop {
-            match op().await {
-                Err(StoreError::Unavailable(e)) if attempt < self.config.attempts => {
-                    tracing::debug!(what, attempt, error = %e, "ClickHouse call failed; retrying");
-                    tokio::time::sleep(jitter(pause)).await;
-                    pause = (pause * 2).min(self.config.retry_max);
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        ugc_retry::retry(
+            ugc_retry::Backoff::new(self.config.retry_min, self.config.retry_max),
+            Some(self.config.attempts),
+            |e| matches!(e, StoreError::Unavailable(_)),
+            |attempt, e| tracing::debug!(what, attempt, error = %e, "ClickHouse call failed; retrying"),
+            op,
+        )
+        .await
     }
 
     async fn fetch(
@@ -604,10 +599,3 @@ fn classify(e: ::clickhouse::error::Error) -> StoreError {
     }
 }
 
-/// A pause in [50%, 100%] of `d`, so that many clients do not retry in lockstep.
-fn jitter(d: Duration) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
-    d.mul_f64(0.5 + (nanos % 1000) as f64 / 2000.0)
-}

@@ -52,12 +52,14 @@ impl EventLog {
             // broker that starts after ugc is normal. /readyz says not ready meanwhile.
             let setup = log.clone();
             tokio::spawn(async move {
-                let mut pause = Duration::from_millis(200);
-                while let Err(e) = setup.ensure_topics().await {
-                    tracing::warn!(error = %e, "cannot create the Kafka topics yet; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
+                let _ = ugc_retry::retry(
+                    ugc_retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
+                    None,
+                    |_| true,
+                    |_, e| tracing::warn!(error = %e, "cannot create the Kafka topics yet; retrying"),
+                    || setup.ensure_topics(),
+                )
+                .await;
             });
             return Ok(EventLog::Kafka(log));
         }

@@ -230,24 +230,22 @@ async fn open_clickhouse(s: &Settings) -> anyhow::Result<ClickHouseStore> {
     config.cluster = s.clickhouse_cluster.clone();
     config.analyst_max_time = Duration::from_secs(s.query_timeout_secs);
     config.parser_library = s.chdb_library();
-    let mut pause = Duration::from_millis(200);
-    loop {
-        let attempt = async {
+    let url = &s.clickhouse_url;
+    let connected = ugc_retry::retry(
+        ugc_retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
+        None,
+        |e| !matches!(e, StoreError::Rejected(_)),
+        |_, e| tracing::warn!(%url, error = %e, "ClickHouse not reachable yet; retrying"),
+        || async {
             let store = ClickHouseStore::connect(config.clone()).await?;
             store.migrate().await?;
             Ok::<_, StoreError>(store)
-        };
-        match attempt.await {
-            Ok(store) => return Ok(store),
-            Err(StoreError::Rejected(e)) => {
-                bail!("ClickHouse at {} refused: {e}", s.clickhouse_url)
-            }
-            Err(e) => {
-                tracing::warn!(url = %s.clickhouse_url, error = %e, "ClickHouse not reachable yet; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-        }
+        },
+    )
+    .await;
+    match connected {
+        Ok(store) => Ok(store),
+        Err(e) => bail!("ClickHouse at {url} refused: {e}"),
     }
 }
 
