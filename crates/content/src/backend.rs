@@ -4,9 +4,12 @@
 
 use async_trait::async_trait;
 use sqlx::{Pool, Row, Transaction};
-use ugc_model::{Envelope, Event, FilmId, Score, Timestamp, UserId};
+use ugc_model::{Envelope, Event, FilmId, ReviewId, ReviewText, Score, Timestamp, UserId, Vote};
 
-use crate::{Bookmark, ContentError, ContentStore, Cursor, Limit, Page, Rating, RatingSummary};
+use crate::{
+    Bookmark, ContentError, ContentStore, Cursor, Limit, Page, Rating, RatingSummary, Review,
+    ReviewSort, VoteSummary,
+};
 
 /// The content database. `writer` and `reader` are one pool on PostgreSQL.
 #[derive(Clone)]
@@ -105,6 +108,169 @@ async fn bump(
     Ok(())
 }
 
+/// Sets or replaces a rating inside `tx`: the row, the film's aggregate, the event.
+async fn rate_in(
+    tx: &mut Tx,
+    user: &UserId,
+    film: FilmId,
+    score: Score,
+    now: Timestamp,
+) -> Result<(), ContentError> {
+    let key = film_key(film);
+    let old = loop {
+        let inserted = sqlx::query(
+            "INSERT INTO ratings (user_id, film_id, score, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (user_id, film_id) DO NOTHING",
+        )
+        .bind(user.as_str())
+        .bind(&key)
+        .bind(i64::from(score.value()))
+        .bind(now.millis())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            break None;
+        }
+        let sql =
+            format!("SELECT score FROM ratings WHERE user_id = $1 AND film_id = $2{FOR_UPDATE}");
+        let row = sqlx::query(&sql)
+            .bind(user.as_str())
+            .bind(&key)
+            .fetch_optional(&mut **tx)
+            .await?;
+        // None: the same user's concurrent delete won the row; insert again.
+        if let Some(row) = row {
+            let old = score_of(row.try_get(0)?)?;
+            sqlx::query(
+                    "UPDATE ratings SET score = $3, updated_at = $4 WHERE user_id = $1 AND film_id = $2",
+                )
+                .bind(user.as_str())
+                .bind(&key)
+                .bind(i64::from(score.value()))
+                .bind(now.millis())
+                .execute(&mut **tx)
+                .await?;
+            break Some(old);
+        }
+    };
+    let total = i64::from(score.value()) - old.map_or(0, |o| i64::from(o.value()));
+    bump(tx, &key, i64::from(old.is_none()), total, Some(score), old).await?;
+    record(
+        tx,
+        user,
+        Event::RatingSet {
+            film_id: film,
+            score,
+        },
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A review with its author's current rating of the film.
+const REVIEW_SELECT: &str = "SELECT v.review_id, v.film_id, v.user_id, v.text, r.score, \
+     v.likes, v.dislikes, v.created_at, v.updated_at \
+     FROM reviews v LEFT JOIN ratings r ON r.user_id = v.user_id AND r.film_id = v.film_id";
+
+fn review_id_of(s: String) -> Result<ReviewId, ContentError> {
+    uuid::Uuid::parse_str(&s)
+        .map(ReviewId::from)
+        .map_err(|e| ContentError::Internal(format!("stored review id {s:?}: {e}")))
+}
+
+fn vote_of(v: i64) -> Result<Vote, ContentError> {
+    Vote::try_from(v).map_err(ContentError::Internal)
+}
+
+fn review_of(r: &<Db as sqlx::Database>::Row) -> Result<Review, ContentError> {
+    let score: Option<i64> = r.try_get(4)?;
+    Ok(Review {
+        review_id: review_id_of(r.try_get(0)?)?,
+        film_id: film_of(&r.try_get::<String, _>(1)?)?,
+        user_id: UserId::parse(r.try_get::<String, _>(2)?)
+            .map_err(|e| ContentError::Internal(format!("stored user id: {e}")))?,
+        text: r.try_get(3)?,
+        score: score.map(score_of).transpose()?,
+        likes: r.try_get(5)?,
+        dislikes: r.try_get(6)?,
+        created_at: time_of(r.try_get(7)?)?,
+        updated_at: time_of(r.try_get(8)?)?,
+    })
+}
+
+async fn review_in(tx: &mut Tx, id: ReviewId) -> Result<Option<Review>, ContentError> {
+    let row = sqlx::query(&format!("{REVIEW_SELECT} WHERE v.review_id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(review_of).transpose()
+}
+
+/// The review's author and film, locking the review row until the transaction ends.
+async fn review_owner(tx: &mut Tx, id: ReviewId) -> Result<(UserId, FilmId), ContentError> {
+    let sql = format!("SELECT user_id, film_id FROM reviews WHERE review_id = $1{FOR_UPDATE}");
+    let row = sqlx::query(&sql)
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| ContentError::NotFound(format!("no review {id}")))?;
+    let user = UserId::parse(row.try_get::<String, _>(0)?)
+        .map_err(|e| ContentError::Internal(format!("stored user id: {e}")))?;
+    Ok((user, film_of(&row.try_get::<String, _>(1)?)?))
+}
+
+/// How likes and dislikes move when a voter's vote goes from `old` to `new`.
+fn vote_deltas(old: Option<Vote>, new: Option<Vote>) -> (i64, i64) {
+    let count = |v: Option<Vote>| match v {
+        Some(Vote::LIKE) => (1, 0),
+        Some(_) => (0, 1),
+        None => (0, 0),
+    };
+    let (ol, od) = count(old);
+    let (nl, nd) = count(new);
+    (nl - ol, nd - od)
+}
+
+async fn move_votes(
+    tx: &mut Tx,
+    id: ReviewId,
+    likes: i64,
+    dislikes: i64,
+) -> Result<(), ContentError> {
+    if likes == 0 && dislikes == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE reviews SET likes = likes + $2, dislikes = dislikes + $3 WHERE review_id = $1",
+    )
+    .bind(id.to_string())
+    .bind(likes)
+    .bind(dislikes)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn vote_summary(
+    tx: &mut Tx,
+    id: ReviewId,
+    my_vote: Option<Vote>,
+) -> Result<VoteSummary, ContentError> {
+    let row = sqlx::query("SELECT likes, dislikes FROM reviews WHERE review_id = $1")
+        .bind(id.to_string())
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(VoteSummary {
+        review_id: id,
+        likes: row.try_get(0)?,
+        dislikes: row.try_get(1)?,
+        my_vote,
+    })
+}
+
 impl Store {
     async fn begin(&self) -> Result<Tx, ContentError> {
         Ok(self.writer.begin().await?)
@@ -135,67 +301,8 @@ impl ContentStore for Store {
         score: Score,
         now: Timestamp,
     ) -> Result<Rating, ContentError> {
-        let key = film_key(film);
         let mut tx = self.begin().await?;
-        let old = loop {
-            let inserted = sqlx::query(
-                "INSERT INTO ratings (user_id, film_id, score, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (user_id, film_id) DO NOTHING",
-            )
-            .bind(user.as_str())
-            .bind(&key)
-            .bind(i64::from(score.value()))
-            .bind(now.millis())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if inserted {
-                break None;
-            }
-            let sql = format!(
-                "SELECT score FROM ratings WHERE user_id = $1 AND film_id = $2{FOR_UPDATE}"
-            );
-            let row = sqlx::query(&sql)
-                .bind(user.as_str())
-                .bind(&key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            // None: the same user's concurrent delete won the row; insert again.
-            if let Some(row) = row {
-                let old = score_of(row.try_get(0)?)?;
-                sqlx::query(
-                    "UPDATE ratings SET score = $3, updated_at = $4 WHERE user_id = $1 AND film_id = $2",
-                )
-                .bind(user.as_str())
-                .bind(&key)
-                .bind(i64::from(score.value()))
-                .bind(now.millis())
-                .execute(&mut *tx)
-                .await?;
-                break Some(old);
-            }
-        };
-        let total = i64::from(score.value()) - old.map_or(0, |o| i64::from(o.value()));
-        bump(
-            &mut tx,
-            &key,
-            i64::from(old.is_none()),
-            total,
-            Some(score),
-            old,
-        )
-        .await?;
-        record(
-            &mut tx,
-            user,
-            Event::RatingSet {
-                film_id: film,
-                score,
-            },
-            now,
-        )
-        .await?;
+        rate_in(&mut tx, user, film, score, now).await?;
         tx.commit().await?;
         Ok(Rating {
             film_id: film,
@@ -299,6 +406,7 @@ impl ContentStore for Store {
             })
             .collect::<Result<Vec<_>, ContentError>>()?;
         Ok(paginate(items, limit, |r| Cursor {
+            rank: None,
             time: r.updated_at.millis(),
             id: film_key(r.film_id),
         }))
@@ -404,9 +512,307 @@ impl ContentStore for Store {
             })
             .collect::<Result<Vec<_>, ContentError>>()?;
         Ok(paginate(items, limit, |b| Cursor {
+            rank: None,
             time: b.created_at.millis(),
             id: film_key(b.film_id),
         }))
+    }
+
+    async fn post_review(
+        &self,
+        user: &UserId,
+        film: FilmId,
+        text: ReviewText,
+        score: Option<Score>,
+        now: Timestamp,
+    ) -> Result<Review, ContentError> {
+        let key = film_key(film);
+        let id = ReviewId::new_v7();
+        let mut tx = self.begin().await?;
+        let posted = sqlx::query(
+            "INSERT INTO reviews (review_id, film_id, user_id, text, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (user_id, film_id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(&key)
+        .bind(user.as_str())
+        .bind(text.as_str())
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !posted {
+            let row =
+                sqlx::query("SELECT review_id FROM reviews WHERE user_id = $1 AND film_id = $2")
+                    .bind(user.as_str())
+                    .bind(&key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return Err(ContentError::ReviewExists(review_id_of(row.try_get(0)?)?));
+        }
+        if let Some(score) = score {
+            rate_in(&mut tx, user, film, score, now).await?;
+        }
+        let event = Event::ReviewPosted {
+            film_id: film,
+            review_id: id,
+            text,
+            score,
+        };
+        record(&mut tx, user, event, now).await?;
+        let review = review_in(&mut tx, id).await?;
+        tx.commit().await?;
+        review.ok_or_else(|| ContentError::Internal("a posted review vanished".into()))
+    }
+
+    async fn review(&self, id: ReviewId) -> Result<Option<Review>, ContentError> {
+        let row = sqlx::query(&format!("{REVIEW_SELECT} WHERE v.review_id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(review_of).transpose()
+    }
+
+    async fn edit_review(
+        &self,
+        user: &UserId,
+        id: ReviewId,
+        text: Option<ReviewText>,
+        score: Option<Score>,
+        now: Timestamp,
+    ) -> Result<Review, ContentError> {
+        let mut tx = self.begin().await?;
+        let (author, film) = review_owner(&mut tx, id).await?;
+        if &author != user {
+            return Err(ContentError::Forbidden(
+                "only the author may edit a review".into(),
+            ));
+        }
+        if let Some(text) = &text {
+            sqlx::query("UPDATE reviews SET text = $2, updated_at = $3 WHERE review_id = $1")
+                .bind(id.to_string())
+                .bind(text.as_str())
+                .bind(now.millis())
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query("UPDATE reviews SET updated_at = $2 WHERE review_id = $1")
+                .bind(id.to_string())
+                .bind(now.millis())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(score) = score {
+            rate_in(&mut tx, user, film, score, now).await?;
+        }
+        let event = Event::ReviewEdited {
+            film_id: film,
+            review_id: id,
+            text,
+            score,
+        };
+        record(&mut tx, user, event, now).await?;
+        let review = review_in(&mut tx, id).await?;
+        tx.commit().await?;
+        review.ok_or_else(|| ContentError::Internal("an edited review vanished".into()))
+    }
+
+    async fn remove_review(
+        &self,
+        user: &UserId,
+        admin: bool,
+        id: ReviewId,
+        now: Timestamp,
+    ) -> Result<(), ContentError> {
+        let mut tx = self.begin().await?;
+        let (author, film) = review_owner(&mut tx, id).await?;
+        if &author != user && !admin {
+            return Err(ContentError::Forbidden(
+                "only the author or an admin may remove a review".into(),
+            ));
+        }
+        sqlx::query("DELETE FROM review_votes WHERE review_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM reviews WHERE review_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let event = Event::ReviewRemoved {
+            film_id: film,
+            review_id: id,
+        };
+        record(&mut tx, user, event, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reviews_of_film(
+        &self,
+        film: FilmId,
+        sort: ReviewSort,
+        limit: Limit,
+        after: Option<Cursor>,
+    ) -> Result<Page<Review>, ContentError> {
+        let top = sort == ReviewSort::Top;
+        let (filter, order) = match sort {
+            ReviewSort::Newest => (
+                "(v.created_at, v.review_id) < ($2, $3)",
+                "v.created_at DESC, v.review_id DESC",
+            ),
+            ReviewSort::Oldest => (
+                "(v.created_at, v.review_id) > ($2, $3)",
+                "v.created_at ASC, v.review_id ASC",
+            ),
+            ReviewSort::Top => (
+                "((v.likes - v.dislikes) < $2 OR ((v.likes - v.dislikes) = $2 \
+                 AND (v.created_at, v.review_id) < ($3, $4)))",
+                "(v.likes - v.dislikes) DESC, v.created_at DESC, v.review_id DESC",
+            ),
+        };
+        let (rank, time, id) = match (after, sort) {
+            (Some(c), _) => (c.rank.unwrap_or(i64::MAX), c.time, c.id),
+            (None, ReviewSort::Oldest) => (i64::MAX, i64::MIN, String::new()),
+            // Above any real key: every review comes after it.
+            (None, _) => (i64::MAX, i64::MAX, String::new()),
+        };
+        let limit_param = if top { "$5" } else { "$4" };
+        let sql = format!(
+            "{REVIEW_SELECT} WHERE v.film_id = $1 AND {filter} ORDER BY {order} LIMIT {limit_param}"
+        );
+        let mut query = sqlx::query(&sql).bind(film_key(film));
+        if top {
+            query = query.bind(rank);
+        }
+        let rows = query
+            .bind(time)
+            .bind(id)
+            .bind(i64::from(limit.get()) + 1)
+            .fetch_all(&self.reader)
+            .await?;
+        let items = rows.iter().map(review_of).collect::<Result<Vec<_>, _>>()?;
+        Ok(paginate(items, limit, |r| Cursor {
+            rank: (sort == ReviewSort::Top).then_some(r.likes - r.dislikes),
+            time: r.created_at.millis(),
+            id: r.review_id.to_string(),
+        }))
+    }
+
+    async fn reviews_of_user(
+        &self,
+        user: &UserId,
+        limit: Limit,
+        after: Option<Cursor>,
+    ) -> Result<Page<Review>, ContentError> {
+        let (time, id) = before(after);
+        let sql = format!(
+            "{REVIEW_SELECT} WHERE v.user_id = $1 AND (v.created_at, v.review_id) < ($2, $3) \
+             ORDER BY v.created_at DESC, v.review_id DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user.as_str())
+            .bind(time)
+            .bind(id)
+            .bind(i64::from(limit.get()) + 1)
+            .fetch_all(&self.reader)
+            .await?;
+        let items = rows.iter().map(review_of).collect::<Result<Vec<_>, _>>()?;
+        Ok(paginate(items, limit, |r| Cursor {
+            rank: None,
+            time: r.created_at.millis(),
+            id: r.review_id.to_string(),
+        }))
+    }
+
+    async fn vote(
+        &self,
+        user: &UserId,
+        id: ReviewId,
+        value: Vote,
+        now: Timestamp,
+    ) -> Result<VoteSummary, ContentError> {
+        let mut tx = self.begin().await?;
+        // Locks the review: its votes and counts change one voter at a time.
+        let (author, film) = review_owner(&mut tx, id).await?;
+        if &author == user {
+            return Err(ContentError::Forbidden(
+                "you cannot vote on your own review".into(),
+            ));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO review_votes (review_id, user_id, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (review_id, user_id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(user.as_str())
+        .bind(i64::from(value.value()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let old = if inserted {
+            None
+        } else {
+            // The review row is locked (or SQLite's one writer holds the database), so
+            // this vote cannot change between the read and the update.
+            let row =
+                sqlx::query("SELECT value FROM review_votes WHERE review_id = $1 AND user_id = $2")
+                    .bind(id.to_string())
+                    .bind(user.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let old = vote_of(row.try_get(0)?)?;
+            sqlx::query("UPDATE review_votes SET value = $3 WHERE review_id = $1 AND user_id = $2")
+                .bind(id.to_string())
+                .bind(user.as_str())
+                .bind(i64::from(value.value()))
+                .execute(&mut *tx)
+                .await?;
+            Some(old)
+        };
+        let (likes, dislikes) = vote_deltas(old, Some(value));
+        move_votes(&mut tx, id, likes, dislikes).await?;
+        let event = Event::ReviewVoted {
+            film_id: film,
+            review_id: id,
+            value,
+        };
+        record(&mut tx, user, event, now).await?;
+        let summary = vote_summary(&mut tx, id, Some(value)).await?;
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    async fn unvote(
+        &self,
+        user: &UserId,
+        id: ReviewId,
+        now: Timestamp,
+    ) -> Result<bool, ContentError> {
+        let mut tx = self.begin().await?;
+        let (_, film) = review_owner(&mut tx, id).await?;
+        let row = sqlx::query(
+            "DELETE FROM review_votes WHERE review_id = $1 AND user_id = $2 RETURNING value",
+        )
+        .bind(id.to_string())
+        .bind(user.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let old = vote_of(row.try_get(0)?)?;
+        let (likes, dislikes) = vote_deltas(Some(old), None);
+        move_votes(&mut tx, id, likes, dislikes).await?;
+        let event = Event::ReviewVoteRemoved {
+            film_id: film,
+            review_id: id,
+        };
+        record(&mut tx, user, event, now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn outbox(&self, max: i64) -> Result<Vec<Envelope>, ContentError> {

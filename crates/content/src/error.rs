@@ -7,6 +7,14 @@ pub enum ContentError {
     /// A cursor that this service did not hand out.
     #[error("{0}")]
     BadCursor(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not do this (not the author, or voting on their own review).
+    #[error("{0}")]
+    Forbidden(String),
+    /// One review per user and film: this is the caller's existing one.
+    #[error("you already reviewed this film: review {0}")]
+    ReviewExists(ugc_model::ReviewId),
     #[error("content database error: {0}")]
     Internal(String),
 }

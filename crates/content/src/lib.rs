@@ -14,10 +14,12 @@ mod types;
 
 pub use error::ContentError;
 pub use service::{ContentService, ContentUrl};
-pub use types::{Bookmark, Cursor, Limit, Page, Rating, RatingSummary};
+pub use types::{
+    Bookmark, Cursor, Limit, Page, Rating, RatingSummary, Review, ReviewSort, VoteSummary,
+};
 
 use async_trait::async_trait;
-use ugc_model::{Envelope, FilmId, Score, Timestamp, UserId};
+use ugc_model::{Envelope, FilmId, ReviewId, ReviewText, Score, Timestamp, UserId, Vote};
 
 /// The database seam. Every write takes the time of the change and the event to record;
 /// the event goes into the outbox in the same transaction as the change.
@@ -72,6 +74,63 @@ pub trait ContentStore: Send + Sync {
         limit: Limit,
         after: Option<Cursor>,
     ) -> Result<Page<Bookmark>, ContentError>;
+
+    /// Posts the user's one review of a film (`ReviewExists` when there is one), setting
+    /// their rating too when `score` is given, in one transaction.
+    async fn post_review(
+        &self,
+        user: &UserId,
+        film: FilmId,
+        text: ReviewText,
+        score: Option<Score>,
+        now: Timestamp,
+    ) -> Result<Review, ContentError>;
+    async fn review(&self, id: ReviewId) -> Result<Option<Review>, ContentError>;
+    /// The author's change of text and/or rating.
+    async fn edit_review(
+        &self,
+        user: &UserId,
+        id: ReviewId,
+        text: Option<ReviewText>,
+        score: Option<Score>,
+        now: Timestamp,
+    ) -> Result<Review, ContentError>;
+    /// By its author, or anyone when `admin`.
+    async fn remove_review(
+        &self,
+        user: &UserId,
+        admin: bool,
+        id: ReviewId,
+        now: Timestamp,
+    ) -> Result<(), ContentError>;
+    async fn reviews_of_film(
+        &self,
+        film: FilmId,
+        sort: ReviewSort,
+        limit: Limit,
+        after: Option<Cursor>,
+    ) -> Result<Page<Review>, ContentError>;
+    async fn reviews_of_user(
+        &self,
+        user: &UserId,
+        limit: Limit,
+        after: Option<Cursor>,
+    ) -> Result<Page<Review>, ContentError>;
+    /// Sets or replaces the user's vote on someone else's review.
+    async fn vote(
+        &self,
+        user: &UserId,
+        id: ReviewId,
+        value: Vote,
+        now: Timestamp,
+    ) -> Result<VoteSummary, ContentError>;
+    /// `false` when the user had not voted on it.
+    async fn unvote(
+        &self,
+        user: &UserId,
+        id: ReviewId,
+        now: Timestamp,
+    ) -> Result<bool, ContentError>;
 
     /// The oldest events of the outbox, at most `max`.
     async fn outbox(&self, max: i64) -> Result<Vec<Envelope>, ContentError>;

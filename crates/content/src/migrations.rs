@@ -8,11 +8,18 @@ use std::pin::Pin;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "ratings bookmarks outbox",
-    include_str!("../migrations/0001_ratings_bookmarks.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "ratings bookmarks outbox",
+        include_str!("../migrations/0001_ratings_bookmarks.sql"),
+    ),
+    (
+        2,
+        "reviews votes",
+        include_str!("../migrations/0002_reviews.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded;

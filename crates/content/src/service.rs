@@ -3,11 +3,11 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, watch};
 use ugc_log::LogProducer;
-use ugc_model::{FilmId, Score, Timestamp, UserId};
+use ugc_model::{FilmId, ReviewId, ReviewText, Score, Timestamp, UserId, Vote};
 
 use crate::{
-    Bookmark, ContentError, ContentStore, Cursor, Limit, Page, Rating, RatingSummary, postgres,
-    sqlite,
+    Bookmark, ContentError, ContentStore, Cursor, Limit, Page, Rating, RatingSummary, Review,
+    ReviewSort, VoteSummary, postgres, sqlite,
 };
 
 /// Where content lives, from `UGC_CONTENT_URL`.
@@ -156,6 +156,99 @@ impl ContentService {
     ) -> Result<Page<Bookmark>, ContentError> {
         let after = cursor.map(Cursor::decode).transpose()?;
         self.store.bookmarks_of(user, limit, after).await
+    }
+
+    pub async fn post_review(
+        &self,
+        user: &UserId,
+        film: FilmId,
+        text: ReviewText,
+        score: Option<Score>,
+    ) -> Result<Review, ContentError> {
+        let r = self
+            .store
+            .post_review(user, film, text, score, Timestamp::now())
+            .await;
+        self.changed(r)
+    }
+
+    pub async fn review(&self, id: ReviewId) -> Result<Review, ContentError> {
+        self.store
+            .review(id)
+            .await?
+            .ok_or_else(|| ContentError::NotFound(format!("no review {id}")))
+    }
+
+    pub async fn edit_review(
+        &self,
+        user: &UserId,
+        id: ReviewId,
+        text: Option<ReviewText>,
+        score: Option<Score>,
+    ) -> Result<Review, ContentError> {
+        let r = self
+            .store
+            .edit_review(user, id, text, score, Timestamp::now())
+            .await;
+        self.changed(r)
+    }
+
+    pub async fn remove_review(
+        &self,
+        user: &UserId,
+        admin: bool,
+        id: ReviewId,
+    ) -> Result<(), ContentError> {
+        let r = self
+            .store
+            .remove_review(user, admin, id, Timestamp::now())
+            .await;
+        self.changed(r)
+    }
+
+    pub async fn reviews_of_film(
+        &self,
+        film: FilmId,
+        sort: ReviewSort,
+        limit: Limit,
+        cursor: Option<&str>,
+    ) -> Result<Page<Review>, ContentError> {
+        let after = cursor.map(Cursor::decode).transpose()?;
+        // A cursor of one order is no position in another.
+        if after
+            .as_ref()
+            .is_some_and(|c| c.rank.is_some() != (sort == ReviewSort::Top))
+        {
+            return Err(ContentError::BadCursor(
+                "this cursor belongs to another sort order".into(),
+            ));
+        }
+        self.store.reviews_of_film(film, sort, limit, after).await
+    }
+
+    pub async fn reviews_of_user(
+        &self,
+        user: &UserId,
+        limit: Limit,
+        cursor: Option<&str>,
+    ) -> Result<Page<Review>, ContentError> {
+        let after = cursor.map(Cursor::decode).transpose()?;
+        self.store.reviews_of_user(user, limit, after).await
+    }
+
+    pub async fn vote(
+        &self,
+        user: &UserId,
+        id: ReviewId,
+        value: Vote,
+    ) -> Result<VoteSummary, ContentError> {
+        let r = self.store.vote(user, id, value, Timestamp::now()).await;
+        self.changed(r)
+    }
+
+    pub async fn unvote(&self, user: &UserId, id: ReviewId) -> Result<bool, ContentError> {
+        let r = self.store.unvote(user, id, Timestamp::now()).await;
+        self.changed(r)
     }
 
     pub async fn ping(&self) -> Result<(), ContentError> {

@@ -1,5 +1,5 @@
 use serde::Serialize;
-use ugc_model::{FilmId, Score, Timestamp};
+use ugc_model::{FilmId, ReviewId, Score, Timestamp, UserId};
 use utoipa::ToSchema;
 
 use crate::ContentError;
@@ -32,13 +32,16 @@ impl TryFrom<i64> for Limit {
 /// make a page repeat or skip an item. Opaque to clients: hex of `time:id`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor {
+    /// The first sort key where a list has one before the time (reviews by likes − dislikes).
+    pub rank: Option<i64>,
     pub time: i64,
     pub id: String,
 }
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        format!("{}:{}", self.time, self.id)
+        let rank = self.rank.map(|r| format!("r{r}:")).unwrap_or_default();
+        format!("{rank}{}:{}", self.time, self.id)
             .bytes()
             .map(|b| format!("{b:02x}"))
             .collect()
@@ -55,10 +58,18 @@ impl Cursor {
             .collect::<Option<Vec<u8>>>()
             .ok_or_else(bad)?;
         let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let (rank, text) = match text.strip_prefix('r') {
+            Some(rest) => {
+                let (rank, rest) = rest.split_once(':').ok_or_else(bad)?;
+                (Some(rank.parse::<i64>().map_err(|_| bad())?), rest)
+            }
+            None => (None, text.as_str()),
+        };
         let (time, id) = text.split_once(':').ok_or_else(bad)?;
         let time = time.parse::<i64>().map_err(|_| bad())?;
         let id = uuid::Uuid::parse_str(id).map_err(|_| bad())?;
         Ok(Cursor {
+            rank,
             time,
             id: id.to_string(),
         })
@@ -104,6 +115,40 @@ pub struct Bookmark {
     pub created_at: Timestamp,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Review {
+    pub review_id: ReviewId,
+    pub film_id: FilmId,
+    pub user_id: UserId,
+    pub text: String,
+    /// The author's current rating of the film, if any.
+    pub score: Option<Score>,
+    pub likes: i64,
+    pub dislikes: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A review's votes after the caller's vote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VoteSummary {
+    pub review_id: ReviewId,
+    pub likes: i64,
+    pub dislikes: i64,
+    /// 1, -1, or null.
+    #[schema(value_type = Option<i8>)]
+    pub my_vote: Option<ugc_model::Vote>,
+}
+
+/// Order of a film's reviews.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewSort {
+    Newest,
+    Oldest,
+    /// Likes − dislikes, then newest.
+    Top,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,10 +156,16 @@ mod tests {
     #[test]
     fn a_cursor_reads_back_and_garbage_is_refused() {
         let c = Cursor {
+            rank: None,
             time: 1_700_000_000_123,
             id: uuid::Uuid::now_v7().to_string(),
         };
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+        let ranked = Cursor {
+            rank: Some(-3),
+            ..c.clone()
+        };
+        assert_eq!(Cursor::decode(&ranked.encode()).unwrap(), ranked);
         for bad in ["", "zz", "3a", "abc", &"00".repeat(300)] {
             assert!(Cursor::decode(bad).is_err(), "{bad}");
         }
