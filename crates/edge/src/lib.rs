@@ -39,6 +39,21 @@ pub fn router(state: AppState) -> Router {
                 .delete(content::delete_rating),
         )
         .route("/api/v1/me/ratings", get(content::my_ratings))
+        .route(
+            "/api/v1/films/{film_id}/reviews",
+            get(content::film_reviews).post(content::post_review),
+        )
+        .route(
+            "/api/v1/reviews/{review_id}",
+            get(content::get_review)
+                .patch(content::patch_review)
+                .delete(content::delete_review),
+        )
+        .route(
+            "/api/v1/reviews/{review_id}/vote",
+            put(content::put_vote).delete(content::delete_vote),
+        )
+        .route("/api/v1/me/reviews", get(content::my_reviews))
         .route("/api/v1/me/bookmarks", get(content::my_bookmarks))
         .route(
             "/api/v1/me/bookmarks/{film_id}",

@@ -192,9 +192,10 @@ async fn walk(
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
         let url = match &cursor {
-            Some(c) => format!("{path}?limit={limit}&cursor={c}"),
-            None => format!("{path}?limit={limit}"),
+            Some(c) => format!("{path}{sep}limit={limit}&cursor={c}"),
+            None => format!("{path}{sep}limit={limit}"),
         };
         let (status, page) = s.get(&url, &token(user)).await;
         assert_eq!(status, 200, "{page}");
@@ -452,4 +453,295 @@ async fn a_database_that_is_down_answers_503_with_retry_after_then_recovers() {
     let sum = summary(&s, &u, &f).await;
     assert_eq!(sum["count"], 1);
     assert_eq!(sum["my_score"], 2);
+}
+
+async fn post_review(s: &Server, user: &str, film: &str, body: Value) -> (u16, Value) {
+    s.send(
+        "POST",
+        &format!("/api/v1/films/{film}/reviews"),
+        &token(user),
+        Some(&body),
+    )
+    .await
+}
+
+async fn vote(s: &Server, user: &str, review: &str, value: i64) -> (u16, Value) {
+    s.send(
+        "PUT",
+        &format!("/api/v1/reviews/{review}/vote"),
+        &token(user),
+        Some(&json!({ "value": value })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_review_is_posted_once_edited_by_its_author_and_removed() {
+    let s = Server::start(&[]).await;
+    let (author, other) = (new_user(), new_user());
+    let f = film();
+
+    let (status, review) = post_review(
+        &s,
+        &author,
+        &f,
+        json!({"text": "Слишком длинно.", "score": 6}),
+    )
+    .await;
+    assert_eq!(status, 201, "{review}");
+    let id = review["review_id"].as_str().unwrap().to_owned();
+    assert_eq!(review["film_id"], f);
+    assert_eq!(review["user_id"], author);
+    assert_eq!(review["text"], "Слишком длинно.");
+    assert_eq!(review["score"], 6);
+    assert_eq!(review["likes"], 0);
+    // The score set the author's rating in the same step.
+    assert_eq!(summary(&s, &author, &f).await["my_score"], 6);
+
+    // One review per user and film: the second names the first.
+    let (status, again) = post_review(&s, &author, &f, json!({"text": "Again"})).await;
+    assert_eq!(status, 409, "{again}");
+    assert_eq!(again["review_id"], id);
+
+    let path = format!("/api/v1/reviews/{id}");
+    let (status, got) = s.get(&path, &token(&other)).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, review);
+
+    let edit = json!({"text": "На второй раз лучше."});
+    let (status, _) = s.send("PATCH", &path, &token(&other), Some(&edit)).await;
+    assert_eq!(status, 403);
+    let (status, edited) = s
+        .send("PATCH", &path, &token(&author), Some(&json!({"score": 9})))
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["score"], 9);
+    assert_eq!(edited["text"], "Слишком длинно.");
+    let (status, edited) = s.send("PATCH", &path, &token(&author), Some(&edit)).await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["text"], "На второй раз лучше.");
+    assert_eq!(summary(&s, &other, &f).await["total"], 9);
+
+    let (_, mine) = s.get("/api/v1/me/reviews", &token(&author)).await;
+    assert_eq!(mine["items"][0]["review_id"], id);
+
+    assert_eq!(s.send("DELETE", &path, &token(&other), None).await.0, 403);
+    assert_eq!(s.send("DELETE", &path, &token(&author), None).await.0, 204);
+    assert_eq!(s.get(&path, &token(&author)).await.0, 404);
+    assert_eq!(
+        s.send("PATCH", &path, &token(&author), Some(&edit)).await.0,
+        404
+    );
+
+    // An admin removes anyone's review.
+    let (_, second) = post_review(&s, &other, &f, json!({"text": "Fine."})).await;
+    let path = format!("/api/v1/reviews/{}", second["review_id"].as_str().unwrap());
+    let admin = s.token(&new_user(), &["admin"]);
+    assert_eq!(s.send("DELETE", &path, &admin, None).await.0, 204);
+    assert_eq!(s.send("DELETE", &path, &admin, None).await.0, 404);
+}
+
+#[tokio::test]
+async fn votes_count_likes_and_dislikes_of_a_review() {
+    let s = Server::start(&[]).await;
+    let author = new_user();
+    let f = film();
+    let (_, review) = post_review(&s, &author, &f, json!({"text": "Watch it."})).await;
+    let id = review["review_id"].as_str().unwrap().to_owned();
+
+    assert_eq!(vote(&s, &author, &id, 1).await.0, 403, "one's own review");
+    let voters: Vec<String> = (0..5).map(|_| new_user()).collect();
+    for (i, v) in voters.iter().enumerate() {
+        let (status, body) = vote(&s, v, &id, if i < 3 { 1 } else { -1 }).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // A changed mind moves one vote; a repeated vote changes nothing.
+    let (_, body) = vote(&s, &voters[0], &id, -1).await;
+    assert_eq!(
+        body,
+        json!({"review_id": id, "likes": 2, "dislikes": 3, "my_vote": -1})
+    );
+    let (_, body) = vote(&s, &voters[0], &id, -1).await;
+    assert_eq!(body["dislikes"], 3);
+
+    let path = format!("/api/v1/reviews/{id}/vote");
+    assert_eq!(
+        s.send("DELETE", &path, &token(&voters[0]), None).await.0,
+        204
+    );
+    assert_eq!(
+        s.send("DELETE", &path, &token(&voters[0]), None).await.0,
+        404
+    );
+    let (_, got) = s
+        .get(&format!("/api/v1/reviews/{id}"), &token(&author))
+        .await;
+    assert_eq!(
+        (got["likes"].clone(), got["dislikes"].clone()),
+        (json!(2), json!(2))
+    );
+
+    let missing = uuid::Uuid::new_v4();
+    assert_eq!(vote(&s, &voters[1], &missing.to_string(), 1).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_films_reviews_sort_newest_oldest_and_top_across_pages() {
+    let s = Server::start(&[]).await;
+    let f = film();
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let (status, r) = post_review(&s, &new_user(), &f, json!({"text": "ok"})).await;
+        assert_eq!(status, 201);
+        ids.push(r["review_id"].clone());
+    }
+    // Net likes: review 2 gets 3, review 5 gets 1, review 0 gets -1.
+    for (review, values) in [(2, vec![1, 1, 1]), (5, vec![1]), (0, vec![-1])] {
+        for v in values {
+            let id = ids[review].as_str().unwrap();
+            assert_eq!(vote(&s, &new_user(), id, v).await.0, 200);
+        }
+    }
+    let u = new_user();
+    let ids_of = |items: Vec<Value>| -> Vec<Value> {
+        items.iter().map(|i| i["review_id"].clone()).collect()
+    };
+    let newest: Vec<Value> = ids.iter().rev().cloned().collect();
+    let reviews = format!("/api/v1/films/{f}/reviews");
+    let list =
+        async |sort: &str| walk(&s, &u, &format!("{reviews}?sort={sort}"), 3, async || {}).await;
+    assert_eq!(ids_of(list("newest").await), newest);
+    assert_eq!(ids_of(list("oldest").await), ids);
+    let mut top = vec![ids[2].clone(), ids[5].clone()];
+    top.extend([6, 4, 3, 1].iter().map(|&i| ids[i].clone()));
+    top.push(ids[0].clone());
+    assert_eq!(ids_of(list("top").await), top);
+
+    let (status, body) = s
+        .get(&format!("/api/v1/films/{f}/reviews?sort=best"), &token(&u))
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(first_field(&body), "sort");
+    // A cursor of one order is refused by another.
+    let (_, page) = s
+        .get(
+            &format!("/api/v1/films/{f}/reviews?sort=top&limit=2"),
+            &token(&u),
+        )
+        .await;
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (status, body) = s
+        .get(
+            &format!("/api/v1/films/{f}/reviews?sort=newest&cursor={cursor}"),
+            &token(&u),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(first_field(&body), "cursor");
+}
+
+#[tokio::test]
+async fn bad_reviews_and_votes_are_a_422_naming_the_field() {
+    let s = Server::start(&[]).await;
+    let u = new_user();
+    let f = film();
+    for (body, field) in [
+        (json!({"text": ""}), "text"),
+        (json!({"text": "   "}), "text"),
+        (json!({"text": "x".repeat(10_001)}), "text"),
+        (json!({"text": 5}), "text"),
+        (json!({}), "text"),
+        (json!({"text": "ok", "score": 11}), "score"),
+        (json!({"text": "ok", "rating": 5}), "rating"),
+    ] {
+        let (status, answer) = post_review(&s, &u, &f, body.clone()).await;
+        assert_eq!(status, 422, "{answer}");
+        assert_eq!(first_field(&answer), field);
+    }
+    // 10 000 characters (not bytes) is the limit.
+    let (status, _) = post_review(&s, &u, &f, json!({"text": "я".repeat(10_000)})).await;
+    assert_eq!(status, 201);
+    let (status, body) = s.get("/api/v1/reviews/not-a-uuid", &token(&u)).await;
+    assert_eq!(status, 422);
+    assert_eq!(first_field(&body), "review_id");
+    let (_, mine) = s.get("/api/v1/me/reviews", &token(&u)).await;
+    let id = mine["items"][0]["review_id"].as_str().unwrap().to_owned();
+    for value in [json!(0), json!(2), json!("1"), json!(0.5)] {
+        let (status, body) = s
+            .send(
+                "PUT",
+                &format!("/api/v1/reviews/{id}/vote"),
+                &token(&new_user()),
+                Some(&json!({ "value": value })),
+            )
+            .await;
+        assert_eq!(status, 422, "{value} → {body}");
+        assert_eq!(first_field(&body), "value");
+    }
+    let (status, body) = s
+        .send(
+            "PATCH",
+            &format!("/api/v1/reviews/{id}"),
+            &token(&u),
+            Some(&json!({"txt": "typo"})),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(first_field(&body), "txt");
+}
+
+#[tokio::test]
+async fn review_changes_are_events_in_the_store() {
+    let s = Server::start(&[]).await;
+    let (author, voter) = (new_user(), new_user());
+    let f = film();
+    let (_, review) = post_review(&s, &author, &f, json!({"text": "Good.", "score": 10})).await;
+    let id = review["review_id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/reviews/{id}");
+    let edit = json!({"text": "Very good."});
+    assert_eq!(
+        s.send("PATCH", &path, &token(&author), Some(&edit)).await.0,
+        200
+    );
+    assert_eq!(vote(&s, &voter, &id, 1).await.0, 200);
+    let vote_path = format!("{path}/vote");
+    assert_eq!(
+        s.send("DELETE", &vote_path, &token(&voter), None).await.0,
+        204
+    );
+    assert_eq!(s.send("DELETE", &path, &token(&author), None).await.0, 204);
+
+    s.wait_for(
+        &format!("SELECT count() FROM ugc.events WHERE user_id IN ('{author}', '{voter}')"),
+        json!(6),
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut types: Vec<String> = stored_events(&s, &author)
+        .await
+        .into_iter()
+        .chain(stored_events(&s, &voter).await)
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "rating_set",
+            "review_edited",
+            "review_posted",
+            "review_removed",
+            "review_vote_removed",
+            "review_voted"
+        ]
+    );
+    let posted = stored_events(&s, &author)
+        .await
+        .into_iter()
+        .find(|e| e["event_type"] == "review_posted")
+        .unwrap();
+    let data: Value = serde_json::from_str(posted["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["review_id"], id);
+    assert_eq!(data["text"], "Good.");
+    assert_eq!(data["score"], 10);
 }
