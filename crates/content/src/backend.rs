@@ -815,6 +815,69 @@ impl ContentStore for Store {
         Ok(true)
     }
 
+    async fn erase_user(&self, user: &UserId) -> Result<(), ContentError> {
+        let mut tx = self.begin().await?;
+        // Locks in the order the other writers take them (the user's rows, then the
+        // films' or reviews' rows, each set sorted), so erasure does not deadlock them.
+        let sql = format!(
+            "SELECT film_id, score FROM ratings WHERE user_id = $1 ORDER BY film_id{FOR_UPDATE}"
+        );
+        let ratings = sqlx::query(&sql)
+            .bind(user.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &ratings {
+            let film: String = row.try_get(0)?;
+            let score = score_of(row.try_get(1)?)?;
+            bump(
+                &mut tx,
+                &film,
+                -1,
+                -i64::from(score.value()),
+                None,
+                Some(score),
+            )
+            .await?;
+        }
+        sqlx::query("DELETE FROM ratings WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let votes =
+            sqlx::query("SELECT review_id FROM review_votes WHERE user_id = $1 ORDER BY review_id")
+                .bind(user.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+        for row in &votes {
+            let id = review_id_of(row.try_get(0)?)?;
+            review_owner(&mut tx, id).await?;
+            let old = sqlx::query(
+                "DELETE FROM review_votes WHERE review_id = $1 AND user_id = $2 RETURNING value",
+            )
+            .bind(id.to_string())
+            .bind(user.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(old) = old {
+                let (likes, dislikes) = vote_deltas(Some(vote_of(old.try_get(0)?)?), None);
+                move_votes(&mut tx, id, likes, dislikes).await?;
+            }
+        }
+        for sql in [
+            "DELETE FROM review_votes WHERE review_id IN (SELECT review_id FROM reviews WHERE user_id = $1)",
+            "DELETE FROM reviews WHERE user_id = $1",
+            "DELETE FROM bookmarks WHERE user_id = $1",
+            "DELETE FROM outbox WHERE user_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn outbox(&self, max: i64) -> Result<Vec<Envelope>, ContentError> {
         let rows = sqlx::query("SELECT payload FROM outbox ORDER BY event_id LIMIT $1")
             .bind(max)

@@ -132,6 +132,11 @@ pub trait ContentStore: Send + Sync {
         now: Timestamp,
     ) -> Result<bool, ContentError>;
 
+    /// Removes everything of a user — ratings (out of the films' aggregates too), reviews
+    /// (with the votes on them), their votes (out of the reviews' counts), bookmarks and
+    /// their events not yet relayed — in one transaction. Records no event.
+    async fn erase_user(&self, user: &UserId) -> Result<(), ContentError>;
+
     /// The oldest events of the outbox, at most `max`.
     async fn outbox(&self, max: i64) -> Result<Vec<Envelope>, ContentError>;
     /// Forgets events once the log has them.

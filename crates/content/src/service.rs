@@ -251,6 +251,11 @@ impl ContentService {
         self.changed(r)
     }
 
+    /// Everything of a user, for the admins' erasure.
+    pub async fn erase_user(&self, user: &UserId) -> Result<(), ContentError> {
+        self.store.erase_user(user).await
+    }
+
     pub async fn ping(&self) -> Result<(), ContentError> {
         self.store.ping().await
     }

@@ -745,3 +745,50 @@ async fn review_changes_are_events_in_the_store() {
     assert_eq!(data["text"], "Good.");
     assert_eq!(data["score"], 10);
 }
+
+#[tokio::test]
+async fn erasing_a_user_removes_their_content_and_puts_the_counts_right() {
+    let s = Server::start(&[]).await;
+    let (gone, stays) = (new_user(), new_user());
+    let f = film();
+    assert_eq!(rate(&s, &gone, &f, 10).await.0, 200);
+    assert_eq!(rate(&s, &stays, &f, 4).await.0, 200);
+    let (_, theirs) = post_review(&s, &gone, &f, json!({"text": "Mine."})).await;
+    let (_, kept) = post_review(&s, &stays, &f, json!({"text": "Kept."})).await;
+    let kept_id = kept["review_id"].as_str().unwrap().to_owned();
+    let theirs_id = theirs["review_id"].as_str().unwrap().to_owned();
+    assert_eq!(vote(&s, &gone, &kept_id, 1).await.0, 200);
+    assert_eq!(vote(&s, &stays, &theirs_id, -1).await.0, 200);
+    let bookmark = format!("/api/v1/me/bookmarks/{f}");
+    assert_eq!(s.send("PUT", &bookmark, &token(&gone), None).await.0, 201);
+
+    // Only admins erase.
+    let erase = format!("/api/v1/users/{gone}/data");
+    assert_eq!(s.send("DELETE", &erase, &token(&stays), None).await.0, 403);
+    assert_eq!(summary(&s, &stays, &f).await["count"], 2);
+
+    let admin = s.token(&new_user(), &["admin"]);
+    let (status, body) = s.send("DELETE", &erase, &admin, None).await;
+    assert_eq!(status, 202, "{body}");
+
+    let sum = summary(&s, &gone, &f).await;
+    assert_eq!(sum["count"], 1);
+    assert_eq!(sum["total"], 4);
+    assert_eq!(sum["likes"], 0);
+    assert_eq!(sum["my_score"], Value::Null);
+    let review = |id: String| {
+        let s = &s;
+        let t = token(&stays);
+        async move { s.get(&format!("/api/v1/reviews/{id}"), &t).await }
+    };
+    assert_eq!(review(theirs_id).await.0, 404);
+    let (_, kept) = review(kept_id).await;
+    assert_eq!(kept["likes"], 0);
+    for list in ["ratings", "reviews", "bookmarks"] {
+        let (_, page) = s.get(&format!("/api/v1/me/{list}"), &token(&gone)).await;
+        assert_eq!(page["items"], json!([]), "{list}");
+    }
+    // The other viewer's content is untouched.
+    let (_, page) = s.get("/api/v1/me/ratings", &token(&stays)).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+}
