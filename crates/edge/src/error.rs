@@ -21,6 +21,12 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The caller's review of this film exists already; the body names it.
+    #[error("{reason}")]
+    ReviewExists {
+        reason: String,
+        review_id: ugc_model::ReviewId,
+    },
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
     #[error("{0}")]
@@ -56,6 +62,9 @@ pub struct ErrorBody {
     /// For validation errors: every bad field with its JSON path.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// On 409 for a second review of a film: the caller's existing review.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_id: Option<ugc_model::ReviewId>,
 }
 
 impl ApiError {
@@ -71,6 +80,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::ReviewExists { .. } => (StatusCode::CONFLICT, "review_exists"),
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
@@ -126,6 +136,10 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %self, "request failed");
         }
         let message = self.to_string();
+        let review_id = match &self {
+            ApiError::ReviewExists { review_id, .. } => Some(*review_id),
+            _ => None,
+        };
         let (errors, retry_after) = match self {
             ApiError::Validation(errors) => (errors, None),
             ApiError::Unavailable {
@@ -142,6 +156,7 @@ impl IntoResponse for ApiError {
                 error: kind,
                 message,
                 errors,
+                review_id,
             }),
         )
             .into_response();

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::compat::{self, CompatConfig, Seed};
-use crate::routes::{admin, events, health, queries};
+use crate::routes::{admin, content, events, health, queries};
 
 /// An event as a client sends it: the event's own fields (selected by `type`) plus the
 /// optional common fields. Unknown fields are rejected, so typos do not pass silently.
@@ -28,6 +28,10 @@ pub struct EventRequest {
     paths(
         events::post_event, events::post_batch,
         queries::film_progress, queries::continue_watching, queries::analyst_sql,
+        content::put_rating, content::delete_rating, content::get_rating, content::my_ratings,
+        content::put_bookmark, content::delete_bookmark, content::my_bookmarks,
+        content::post_review, content::get_review, content::patch_review, content::delete_review,
+        content::film_reviews, content::my_reviews, content::put_vote, content::delete_vote,
         admin::erase_user, admin::job,
         health::healthz, health::readyz,
         compat::seed000::send_to_broker,
@@ -40,6 +44,7 @@ pub struct EventRequest {
     tags(
         (name = "ingest", description = "Viewer events in; a 2xx means durable"),
         (name = "progress", description = "Where the viewer stopped"),
+        (name = "content", description = "Ratings, reviews, votes and bookmarks; every change is also an event in the log"),
         (name = "analytics", description = "Read-only SQL over every event"),
         (name = "operations", description = "Health, readiness, and admins' erasure of a user's data"),
         (name = "compat: seed 000", description = "As the seed 000 service answered: `send_to_broker/{event_type}`, token in the `access_token_cookie` cookie"),

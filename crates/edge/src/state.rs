@@ -2,6 +2,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use ugc_content::ContentService;
 use ugc_log::LogProducer;
 use ugc_model::UserId;
 use ugc_query::QueryService;
@@ -48,6 +49,7 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     producer: Arc<dyn LogProducer>,
     queries: QueryService,
+    content: ContentService,
     verifier: Verifier,
     config: EdgeConfig,
     limiter: Option<RateLimiter>,
@@ -57,12 +59,14 @@ impl AppState {
     pub fn new(
         producer: Arc<dyn LogProducer>,
         queries: QueryService,
+        content: ContentService,
         verifier: Verifier,
         config: EdgeConfig,
     ) -> Self {
         Self(Arc::new(Inner {
             producer,
             queries,
+            content,
             verifier,
             limiter: config.rate_limit.map(RateLimiter::new),
             config,
@@ -73,6 +77,9 @@ impl AppState {
     }
     pub fn queries(&self) -> &QueryService {
         &self.0.queries
+    }
+    pub fn content(&self) -> &ContentService {
+        &self.0.content
     }
     pub fn verifier(&self) -> &Verifier {
         &self.0.verifier

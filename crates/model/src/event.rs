@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::{EventId, FilmId, Timestamp, UserId};
+use crate::{EventId, FilmId, ReviewId, ReviewText, Score, Timestamp, UserId, Vote};
 
 /// Seconds into a film. A week bounds anything a player can report (series marathons
 /// included) and keeps garbage like 2^31 out of the tables.
@@ -153,7 +153,9 @@ pub enum Event {
         position: FilmPosition,
     },
     /// The film was watched to the end.
-    FullView { film_id: FilmId },
+    FullView {
+        film_id: FilmId,
+    },
     QualityChange {
         film_id: FilmId,
         from: Quality,
@@ -173,6 +175,51 @@ pub enum Event {
         #[schema(value_type = Object)]
         data: Value,
     },
+    // What viewers do to content. Recorded by the content routes (through their outbox),
+    // never accepted from clients on ingest: a client could not forge a rating this way.
+    /// A viewer set or replaced their rating of a film.
+    RatingSet {
+        film_id: FilmId,
+        score: Score,
+    },
+    RatingRemoved {
+        film_id: FilmId,
+    },
+    ReviewPosted {
+        film_id: FilmId,
+        review_id: ReviewId,
+        text: ReviewText,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        score: Option<Score>,
+    },
+    /// The author changed their review; only what changed is present.
+    ReviewEdited {
+        film_id: FilmId,
+        review_id: ReviewId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<ReviewText>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        score: Option<Score>,
+    },
+    ReviewRemoved {
+        film_id: FilmId,
+        review_id: ReviewId,
+    },
+    ReviewVoted {
+        film_id: FilmId,
+        review_id: ReviewId,
+        value: Vote,
+    },
+    ReviewVoteRemoved {
+        film_id: FilmId,
+        review_id: ReviewId,
+    },
+    BookmarkAdded {
+        film_id: FilmId,
+    },
+    BookmarkRemoved {
+        film_id: FilmId,
+    },
 }
 
 impl Event {
@@ -184,6 +231,15 @@ impl Event {
             Event::QualityChange { .. } => "quality_change",
             Event::PageView { .. } => "page_view",
             Event::Custom { .. } => "custom",
+            Event::RatingSet { .. } => "rating_set",
+            Event::RatingRemoved { .. } => "rating_removed",
+            Event::ReviewPosted { .. } => "review_posted",
+            Event::ReviewEdited { .. } => "review_edited",
+            Event::ReviewRemoved { .. } => "review_removed",
+            Event::ReviewVoted { .. } => "review_voted",
+            Event::ReviewVoteRemoved { .. } => "review_vote_removed",
+            Event::BookmarkAdded { .. } => "bookmark_added",
+            Event::BookmarkRemoved { .. } => "bookmark_removed",
         }
     }
 
@@ -192,9 +248,23 @@ impl Event {
             Event::ViewProgress { film_id, .. }
             | Event::Pause { film_id, .. }
             | Event::FullView { film_id }
-            | Event::QualityChange { film_id, .. } => Some(*film_id),
+            | Event::QualityChange { film_id, .. }
+            | Event::RatingSet { film_id, .. }
+            | Event::RatingRemoved { film_id }
+            | Event::ReviewPosted { film_id, .. }
+            | Event::ReviewEdited { film_id, .. }
+            | Event::ReviewRemoved { film_id, .. }
+            | Event::ReviewVoted { film_id, .. }
+            | Event::ReviewVoteRemoved { film_id, .. }
+            | Event::BookmarkAdded { film_id }
+            | Event::BookmarkRemoved { film_id } => Some(*film_id),
             Event::PageView { .. } | Event::Custom { .. } => None,
         }
+    }
+
+    /// Whether this is a content event (a rating, review, vote or bookmark change).
+    pub fn is_content(&self) -> bool {
+        CONTENT_EVENT_TYPES.contains(&self.type_name())
     }
 
     /// The position in the film this event reports, if any.
@@ -208,6 +278,19 @@ impl Event {
         }
     }
 }
+
+/// The types of content events, which only the content routes record.
+pub const CONTENT_EVENT_TYPES: &[&str] = &[
+    "rating_set",
+    "rating_removed",
+    "review_posted",
+    "review_edited",
+    "review_removed",
+    "review_voted",
+    "review_vote_removed",
+    "bookmark_added",
+    "bookmark_removed",
+];
 
 /// Where the client runs. Known keys are typed; anything else is kept in `extra`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -2,14 +2,16 @@
 //! what the edge adds to it ([`Envelope`], the log record), and the newtypes that keep
 //! invalid values out of the pipeline.
 
+mod content;
 mod event;
 mod ids;
 mod parse;
 mod timestamp;
 
+pub use content::{ReviewId, ReviewText, Score, Vote};
 pub use event::{
-    Context, ENVELOPE_VERSION, Envelope, Event, EventName, FilmPosition, MAX_VALUE_DEPTH, Page,
-    Quality, value_depth,
+    CONTENT_EVENT_TYPES, Context, ENVELOPE_VERSION, Envelope, Event, EventName, FilmPosition,
+    MAX_VALUE_DEPTH, Page, Quality, value_depth,
 };
 pub use ids::{EventId, FilmId, UserId};
 pub use parse::{EVENT_TYPES, FieldError, IncomingEvent, parse_event};

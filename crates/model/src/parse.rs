@@ -163,6 +163,16 @@ fn parse_kind(t: &str, f: &mut Fields<'_>) -> Option<Event> {
                 data: data?.unwrap_or(Value::Object(Map::new())),
             })
         }
+        other if crate::CONTENT_EVENT_TYPES.contains(&other) => {
+            f.error(
+                "type",
+                format!(
+                    "`{other}` is recorded by the content routes (/api/v1/films/…), not sent here"
+                ),
+            );
+            f.allow_any();
+            None
+        }
         other => {
             f.error(
                 "type",

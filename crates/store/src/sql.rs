@@ -528,6 +528,8 @@ impl<'a> EventRow<'a> {
         let data = match &e.event {
             Event::PageView { params, .. } => serde_json::to_string(params).unwrap_or_default(),
             Event::Custom { data, .. } => data.to_string(),
+            // Content events keep their ids and values (the event's own JSON) in `data`.
+            e if e.is_content() => serde_json::to_string(e).unwrap_or_default(),
             _ => String::new(),
         };
         let ctx = &e.context;

@@ -41,14 +41,14 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 const STOP_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A child process plus its watchdog.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     watchdog: Child,
     _pipe: ChildStdin,
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command, log: &Path) -> Result<Proc, String> {
+    pub(crate) fn spawn(mut cmd: Command, log: &Path) -> Result<Proc, String> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -78,15 +78,15 @@ impl Proc {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -117,7 +117,7 @@ impl Drop for Proc {
     }
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -592,12 +592,12 @@ impl Cluster {
 
 /// Removes `dir` once the test process is gone and the servers in it have died (their
 /// own watchdogs kill them): for servers in a `static`, whose destructors never run.
-struct Reaper {
+pub(crate) struct Reaper {
     _child: Child,
     _pipe: ChildStdin,
 }
 
-fn reaper(dir: &Path, pids: &[u32]) -> Result<Reaper, String> {
+pub(crate) fn reaper(dir: &Path, pids: &[u32]) -> Result<Reaper, String> {
     let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
     let mut child = Command::new("sh")
         .arg("-c")

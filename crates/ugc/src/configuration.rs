@@ -375,6 +375,11 @@ pub struct Settings {
     #[arg(long, env = "UGC_CLICKHOUSE_CLUSTER", global = true)]
     pub clickhouse_cluster: Option<String>,
 
+    /// Where ratings and bookmarks live: unset for SQLite at `<data-dir>/content.db`,
+    /// `postgres://user:password@host:port/db` for PostgreSQL (or `sqlite://PATH`).
+    #[arg(long, env = "UGC_CONTENT_URL", hide_env_values = true, global = true)]
+    pub content_url: Option<String>,
+
     /// Most rows an analyst's query returns.
     #[arg(
         long,

@@ -109,6 +109,7 @@ fn kafka_config(s: &Settings) -> anyhow::Result<KafkaConfig> {
             prefix: s.kafka_topic.clone(),
             types: ugc_model::EVENT_TYPES
                 .iter()
+                .chain(ugc_model::CONTENT_EVENT_TYPES)
                 .map(|t| t.to_string())
                 .collect(),
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use tokio::sync::watch;
+use ugc_content::{ContentError, ContentService, ContentUrl};
 use ugc_edge::auth::{AuthConfig, Verifier, read_key_file};
 use ugc_edge::compat::CompatConfig;
 use ugc_edge::limit::RateLimit;
@@ -109,14 +110,19 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
         None
     };
 
+    let mut relay = None;
     let router = if role.runs_api() {
+        let content = open_content(&s).await?;
+        let producer = log.producer()?;
+        relay = Some(content.spawn_relay(producer.clone(), stop_tx.subscribe()));
         let limits = QueryLimits {
             max_rows: s.query_max_rows,
             max_time: Duration::from_secs(s.query_timeout_secs),
         };
         let state = AppState::new(
-            log.producer()?,
+            producer,
             QueryService::new(store, limits, s.progress_page_max),
+            content,
             verifier,
             EdgeConfig {
                 max_body_bytes: s.max_body_bytes,
@@ -192,6 +198,9 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
     if let Some(loader) = loader {
         let _ = loader.await;
     }
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -217,6 +226,25 @@ async fn open_store(s: &Settings) -> anyhow::Result<Arc<dyn EventStore>> {
     let store = tokio::task::spawn_blocking(move || ChdbStore::open(&chdb)).await??;
     store.migrate().await.context("schema migration failed")?;
     Ok(Arc::new(store))
+}
+
+/// The content database (SQLite file or PostgreSQL), migrated. A PostgreSQL server that
+/// is not reachable yet is waited for, as ClickHouse is; any other failure stops start-up.
+async fn open_content(s: &Settings) -> anyhow::Result<ContentService> {
+    let url =
+        ContentUrl::parse(s.content_url.as_deref(), &s.data_dir).map_err(anyhow::Error::msg)?;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match ContentService::open(&url).await {
+            Ok(content) => return Ok(content),
+            Err(ContentError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "the content database is not reachable yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => bail!("content database: {e}"),
+        }
+    }
 }
 
 /// Connects to the ClickHouse server or cluster and migrates its schema, waiting (with

@@ -46,7 +46,8 @@ impl From<ErasureJob> for JobView {
     }
 }
 
-/// Erases everything stored of a user: their events and progress, on every replica.
+/// Erases everything stored of a user: their events and progress, on every replica, and
+/// their ratings, reviews, votes and bookmarks (gone before the answer).
 /// Their events still in the log are dropped by the loaders. Admins only.
 #[utoipa::path(
     delete, path = "/api/v1/users/{user_id}/data", tag = "operations",
@@ -70,8 +71,11 @@ pub async fn erase_user(
     let job = state
         .queries()
         .erasures()
-        .erase_user(&principal.roles, user)
+        .erase_user(&principal.roles, user.clone())
         .await?;
+    // After the role check above. Content goes at once, in one transaction: ratings,
+    // reviews, votes, bookmarks, with the films' and reviews' counts put right.
+    state.content().erase_user(&user).await?;
     Ok((StatusCode::ACCEPTED, Json(job.into())))
 }
 

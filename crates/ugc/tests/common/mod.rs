@@ -41,6 +41,10 @@ impl Server {
         let port = free_port();
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let broker = kafka_log(&mut args);
+        // Chosen once, so a restarted server finds its content database again.
+        if !args.iter().any(|a| a.starts_with("--content-url")) {
+            args.extend(content_args());
+        }
         let mut s = Server {
             child: None,
             base: format!("http://127.0.0.1:{port}"),
@@ -186,6 +190,25 @@ impl Server {
         read(r).await
     }
 
+    /// Any method, with an optional JSON body.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            r = r.json(body);
+        }
+        read(r.send().await.expect("request failed")).await
+    }
+
     /// Runs analyst SQL with an admin token; panics on anything but 200.
     pub async fn sql(&self, sql: &str) -> Vec<Value> {
         let admin = self.token("analyst-in-tests", &["admin"]);
@@ -277,6 +300,20 @@ pub fn store_args() -> Vec<String> {
         args.extend(["--clickhouse-cluster".to_owned(), cluster.to_owned()]);
     }
     args
+}
+
+/// The content database every test server uses, from `UGC_TEST_CONTENT`: `sqlite` (the
+/// default, a file in the server's data directory) or `postgres` (a database of its own
+/// on one PostgreSQL server for the whole test binary).
+pub fn content_args() -> Vec<String> {
+    match std::env::var("UGC_TEST_CONTENT").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => vec![],
+        Ok("postgres") => vec![
+            "--content-url".to_owned(),
+            ugc_testkit::shared_postgres().fresh_database(),
+        ],
+        Ok(other) => panic!("UGC_TEST_CONTENT={other}: expected sqlite or postgres"),
+    }
 }
 
 impl Drop for Server {

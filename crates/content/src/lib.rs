@@ -1,0 +1,225 @@
+//! Ratings, reviews and bookmarks: what viewers say about films, on SQLite (embedded, a
+//! file under the data directory) or PostgreSQL. Every change commits together with its
+//! event in an outbox table; [`relay`] appends the outbox to the event log afterwards.
+//!
+//! The database seam is [`ContentStore`]; [`sqlite::Store`] and
+//! [`postgres::Store`] are one implementation (`backend.rs`) compiled once per
+//! sqlx driver, so the two behave alike by construction.
+
+mod error;
+mod migrations;
+pub mod relay;
+mod service;
+mod types;
+
+pub use error::ContentError;
+pub use service::{ContentService, ContentUrl};
+pub use types::{
+    Bookmark, Cursor, Limit, Page, Rating, RatingSummary, Review, ReviewSort, VoteSummary,
+};
+
+use async_trait::async_trait;
+use ugc_model::{Envelope, FilmId, ReviewId, ReviewText, Score, Timestamp, UserId, Vote};
+
+/// The database seam. Every write takes the time of the change and the event to record;
+/// the event goes into the outbox in the same transaction as the change.
+#[async_trait]
+pub trait ContentStore: Send + Sync {
+    /// Creates or migrates the schema (versioned migrations).
+    async fn migrate(&self) -> Result<(), ContentError>;
+    async fn ping(&self) -> Result<(), ContentError>;
+
+    async fn set_rating(
+        &self,
+        user: &UserId,
+        film: FilmId,
+        score: Score,
+        now: Timestamp,
+    ) -> Result<Rating, ContentError>;
+    /// `false` when the user had no rating of the film.
+    async fn remove_rating(
+        &self,
+        user: &UserId,
+        film: FilmId,
+        now: Timestamp,
+    ) -> Result<bool, ContentError>;
+    async fn rating_summary(
+        &self,
+        user: &UserId,
+        film: FilmId,
+    ) -> Result<RatingSummary, ContentError>;
+    async fn ratings_of(
+        &self,
+        user: &UserId,
+        limit: Limit,
+        after: Option<Cursor>,
+    ) -> Result<Page<Rating>, ContentError>;
+
+    /// The bookmark, and whether this call added it.
+    async fn add_bookmark(
+        &self,
+        user: &UserId,
+        film: FilmId,
+        now: Timestamp,
+    ) -> Result<(Bookmark, bool), ContentError>;
+    async fn remove_bookmark(
+        &self,
+        user: &UserId,
+        film: FilmId,
+        now: Timestamp,
+    ) -> Result<bool, ContentError>;
+    async fn bookmarks_of(
+        &self,
+        user: &UserId,
+        limit: Limit,
+        after: Option<Cursor>,
+    ) -> Result<Page<Bookmark>, ContentError>;
+
+    /// Posts the user's one review of a film (`ReviewExists` when there is one), setting
+    /// their rating too when `score` is given, in one transaction.
+    async fn post_review(
+        &self,
+        user: &UserId,
+        film: FilmId,
+        text: ReviewText,
+        score: Option<Score>,
+        now: Timestamp,
+    ) -> Result<Review, ContentError>;
+    async fn review(&self, id: ReviewId) -> Result<Option<Review>, ContentError>;
+    /// The author's change of text and/or rating.
+    async fn edit_review(
+        &self,
+        user: &UserId,
+        id: ReviewId,
+        text: Option<ReviewText>,
+        score: Option<Score>,
+        now: Timestamp,
+    ) -> Result<Review, ContentError>;
+    /// By its author, or anyone when `admin`.
+    async fn remove_review(
+        &self,
+        user: &UserId,
+        admin: bool,
+        id: ReviewId,
+        now: Timestamp,
+    ) -> Result<(), ContentError>;
+    async fn reviews_of_film(
+        &self,
+        film: FilmId,
+        sort: ReviewSort,
+        limit: Limit,
+        after: Option<Cursor>,
+    ) -> Result<Page<Review>, ContentError>;
+    async fn reviews_of_user(
+        &self,
+        user: &UserId,
+        limit: Limit,
+        after: Option<Cursor>,
+    ) -> Result<Page<Review>, ContentError>;
+    /// Sets or replaces the user's vote on someone else's review.
+    async fn vote(
+        &self,
+        user: &UserId,
+        id: ReviewId,
+        value: Vote,
+        now: Timestamp,
+    ) -> Result<VoteSummary, ContentError>;
+    /// `false` when the user had not voted on it.
+    async fn unvote(
+        &self,
+        user: &UserId,
+        id: ReviewId,
+        now: Timestamp,
+    ) -> Result<bool, ContentError>;
+
+    /// Removes everything of a user — ratings (out of the films' aggregates too), reviews
+    /// (with the votes on them), their votes (out of the reviews' counts), bookmarks and
+    /// their events not yet relayed — in one transaction. Records no event.
+    async fn erase_user(&self, user: &UserId) -> Result<(), ContentError>;
+
+    /// The oldest events of the outbox, at most `max`.
+    async fn outbox(&self, max: i64) -> Result<Vec<Envelope>, ContentError>;
+    /// Forgets events once the log has them.
+    async fn outbox_done(&self, ids: &[String]) -> Result<(), ContentError>;
+}
+
+/// The event a change records: the user's, at the time of the change, with a fresh id.
+fn envelope(user: &UserId, event: ugc_model::Event, now: Timestamp) -> Envelope {
+    Envelope {
+        v: ugc_model::ENVELOPE_VERSION,
+        event_id: ugc_model::EventId::new_v7(),
+        user_id: Some(user.clone()),
+        received_at: now,
+        occurred_at: now,
+        client_ip: None,
+        context: Default::default(),
+        event,
+    }
+}
+
+/// SQLite: a file under the data directory, WAL. One writer connection serialises the
+/// writes of this process (SQLite allows one writer anyway; queueing here instead of in
+/// `busy_timeout` keeps writers fair and never fails a transaction with SQLITE_BUSY);
+/// reads use their own connections, which WAL lets run beside the writer.
+pub mod sqlite {
+    type Db = sqlx::Sqlite;
+    /// SQLite has no row locks: its one writer holds the whole database.
+    const FOR_UPDATE: &str = "";
+    include!("backend.rs");
+
+    impl Store {
+        /// Opens (creating when missing) the database file.
+        pub async fn open(path: &std::path::Path) -> Result<Store, ContentError> {
+            use sqlx::sqlite::{
+                SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+            };
+            let options = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // A 2xx means the change is on disk, as for events.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(std::time::Duration::from_secs(5));
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect_with(options.clone())
+                .await?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect_with(options.read_only(true))
+                .await?;
+            Ok(Store { writer, reader })
+        }
+    }
+}
+
+/// PostgreSQL: row locks (`FOR UPDATE`, and the row an `UPDATE` touches) serialise
+/// writers of the same rows; aggregates are updated by increments, never rewritten from a
+/// read, so concurrent raters of one film never lose an update.
+pub mod postgres {
+    type Db = sqlx::Postgres;
+    const FOR_UPDATE: &str = " FOR UPDATE";
+    include!("backend.rs");
+
+    impl Store {
+        /// Connects to `postgres://…`. A database that does not answer within 3 s is
+        /// unavailable (503 to clients) rather than a request that hangs.
+        pub async fn connect(url: &str) -> Result<Store, ContentError> {
+            use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+            let options: PgConnectOptions = url
+                .parse()
+                .map_err(|e| ContentError::Internal(format!("UGC_CONTENT_URL: {e}")))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(std::time::Duration::from_secs(3))
+                .connect_with(options)
+                .await?;
+            Ok(Store {
+                writer: pool.clone(),
+                reader: pool,
+            })
+        }
+    }
+}
