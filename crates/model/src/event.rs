@@ -166,6 +166,30 @@ pub enum Event {
         #[schema(value_type = Object)]
         params: Map<String, Value>,
     },
+    /// Player health: the first frame after `startup_ms` milliseconds.
+    PlaybackStart {
+        film_id: FilmId,
+        #[schema(maximum = 3600000)]
+        startup_ms: u32,
+    },
+    /// Player health: playback stalled for `duration_ms` at `position` (after the first
+    /// frame and outside seeks).
+    Rebuffer {
+        film_id: FilmId,
+        position: FilmPosition,
+        #[schema(maximum = 3600000)]
+        duration_ms: u32,
+    },
+    /// Player health: the media element reported an error.
+    PlaybackError {
+        film_id: FilmId,
+        /// The player's error code (`MediaError.code`, or the player's own).
+        code: u32,
+        #[schema(max_length = 512)]
+        message: String,
+        /// Whether playback stopped because of it.
+        fatal: bool,
+    },
     /// Anything else a client tracks; `data` is kept as sent.
     Custom {
         name: EventName,
@@ -183,8 +207,20 @@ impl Event {
             Event::FullView { .. } => "full_view",
             Event::QualityChange { .. } => "quality_change",
             Event::PageView { .. } => "page_view",
+            Event::PlaybackStart { .. } => "playback_start",
+            Event::Rebuffer { .. } => "rebuffer",
+            Event::PlaybackError { .. } => "playback_error",
             Event::Custom { .. } => "custom",
         }
+    }
+
+    /// Player health events say how playback went, not where the viewer is: they never
+    /// move "continue watching".
+    pub fn is_health(&self) -> bool {
+        matches!(
+            self,
+            Event::PlaybackStart { .. } | Event::Rebuffer { .. } | Event::PlaybackError { .. }
+        )
     }
 
     pub fn film_id(&self) -> Option<FilmId> {
@@ -192,7 +228,10 @@ impl Event {
             Event::ViewProgress { film_id, .. }
             | Event::Pause { film_id, .. }
             | Event::FullView { film_id }
-            | Event::QualityChange { film_id, .. } => Some(*film_id),
+            | Event::QualityChange { film_id, .. }
+            | Event::PlaybackStart { film_id, .. }
+            | Event::Rebuffer { film_id, .. }
+            | Event::PlaybackError { film_id, .. } => Some(*film_id),
             Event::PageView { .. } | Event::Custom { .. } => None,
         }
     }
@@ -201,9 +240,9 @@ impl Event {
     pub fn position(&self) -> Option<FilmPosition> {
         match self {
             Event::ViewProgress { film_timestamp, .. } => Some(*film_timestamp),
-            Event::Pause { position, .. } | Event::QualityChange { position, .. } => {
-                Some(*position)
-            }
+            Event::Pause { position, .. }
+            | Event::QualityChange { position, .. }
+            | Event::Rebuffer { position, .. } => Some(*position),
             _ => None,
         }
     }
