@@ -41,10 +41,16 @@ impl FromRequestParts<AppState> for MaybePrincipal {
     }
 }
 
+/// The token of an `Authorization: Bearer` header, if there is such a header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let auth = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+    let (scheme, token) = auth.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 pub(crate) fn token_from(headers: &HeaderMap) -> Option<&str> {
-    if let Some(auth) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let (scheme, token) = auth.trim().split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    if headers.contains_key(AUTHORIZATION) {
+        return bearer_token(headers);
     }
     headers
         .get_all(COOKIE)
@@ -101,50 +107,78 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !(mime == "application/json"
-            || (mime.starts_with("application/") && mime.ends_with("+json")))
-        {
-            return Err(ApiError::UnsupportedMediaType(content_type.to_owned()));
+        let (content_type, mime) = mime_of(&req);
+        if !is_json(&mime) {
+            return Err(ApiError::UnsupportedMediaType(content_type));
         }
-        let limit = state.config().max_body_bytes;
-        let too_large = || ApiError::TooLarge {
-            what: "the request body",
-            limit: format!("{limit} bytes"),
-        };
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(too_large());
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| {
-                // A chunked body has no Content-Length to check up front; it trips the limit here.
-                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-                while let Some(s) = source {
-                    if s.is::<http_body_util::LengthLimitError>() {
-                        return too_large();
-                    }
-                    source = s.source();
-                }
-                ApiError::MalformedJson(format!("could not read the body: {e}"))
-            })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::MalformedJson(e.to_string()))
+        read_json(req, state).await.map(JsonBody)
     }
+}
+
+fn mime_of(req: &Request) -> (String, String) {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    (content_type.to_owned(), mime)
+}
+
+fn is_json(mime: &str) -> bool {
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// A beacon's JSON document: like [`JsonBody`], but also sent as `text/plain`, the type
+/// that keeps `sendBeacon` and keepalive fetches CORS simple requests (no preflight).
+pub struct BeaconBody(pub Value);
+
+impl FromRequest<AppState> for BeaconBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (content_type, mime) = mime_of(&req);
+        if !(is_json(&mime) || mime == "text/plain") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "{content_type} (a beacon is text/plain or application/json)"
+            )));
+        }
+        read_json(req, state).await.map(BeaconBody)
+    }
+}
+
+/// The body as JSON, read under the configured limit.
+async fn read_json(req: Request, state: &AppState) -> Result<Value, ApiError> {
+    let limit = state.config().max_body_bytes;
+    let too_large = || ApiError::TooLarge {
+        what: "the request body",
+        limit: format!("{limit} bytes"),
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            // A chunked body has no Content-Length to check up front; it trips the limit here.
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return too_large();
+                }
+                source = s.source();
+            }
+            ApiError::MalformedJson(format!("could not read the body: {e}"))
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }

@@ -9,10 +9,13 @@ pub mod limit;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod web;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, header};
 use axum::routing::{delete, get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use state::{AppState, EdgeConfig};
@@ -22,9 +25,10 @@ use crate::routes::{admin, events, health, queries};
 
 pub fn router(state: AppState) -> Router {
     let doc = openapi::document(&state.config().compat);
-    Router::new()
+    let router = Router::new()
         .route("/api/v1/events", post(events::post_event))
         .route("/api/v1/events/batch", post(events::post_batch))
+        .route("/api/v1/events/beacon", post(events::post_beacon))
         .route(
             "/api/v1/films/{film_id}/progress",
             get(queries::film_progress),
@@ -33,6 +37,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/query", post(queries::analyst_sql))
         .route("/api/v1/users/{user_id}/data", delete(admin::erase_user))
         .route("/api/v1/jobs/{job_id}", get(admin::job))
+        .route("/sdk/ugc.js", get(web::sdk))
+        .route("/sdk/test.html", get(web::sdk_test_page))
+        .route("/sdk/ugc.test.js", get(web::sdk_test_js))
+        .route("/player/{film_id}", get(web::player))
+        .route("/media/{*path}", get(web::media))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(compat::router(&state.config().compat))
@@ -41,6 +50,31 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         // JsonBody enforces the configured limit itself, with a JSON 413.
-        .layer(DefaultBodyLimit::disable())
-        .with_state(state)
+        .layer(DefaultBodyLimit::disable());
+    let router = match cors(&state.config().cors_origins) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    };
+    router.with_state(state)
+}
+
+/// Lets the listed origins' pages call the API, preflight included. Without origins no
+/// CORS header is sent, so browsers keep other sites' pages out.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            // The SDK backs off by Retry-After, so a page on another origin must see it.
+            .expose_headers([header::RETRY_AFTER])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }

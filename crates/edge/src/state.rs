@@ -24,6 +24,10 @@ pub struct EdgeConfig {
     pub compat: CompatConfig,
     /// Events per second per user on ingest; `None`: no limit.
     pub rate_limit: Option<RateLimit>,
+    /// Origins (`https://cinema.example`) whose pages may call the API; empty: none.
+    pub cors_origins: Vec<String>,
+    /// Films' renditions (`<film_id>/<height>.mp4|.webm`); `None`: the built-in sample.
+    pub media_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EdgeConfig {
@@ -34,6 +38,8 @@ impl Default for EdgeConfig {
             trusted_proxies: vec![],
             compat: CompatConfig::default(),
             rate_limit: None,
+            cors_origins: vec![],
+            media_dir: None,
         }
     }
 }

@@ -496,9 +496,15 @@ mod tests {
             let e = parse_event(&ok).unwrap();
             assert!(e.event.is_health(), "{ok}");
         }
-        let errs = parse_event(&json!({"type":"rebuffer","film_id":film,"position":-1,"duration_ms":3_600_001})).unwrap_err();
+        let errs = parse_event(
+            &json!({"type":"rebuffer","film_id":film,"position":-1,"duration_ms":3_600_001}),
+        )
+        .unwrap_err();
         assert_eq!(fields(&errs), ["position", "duration_ms"]);
-        let errs = parse_event(&json!({"type":"playback_error","film_id":film,"code":"x","message":"m".repeat(513)})).unwrap_err();
+        let errs = parse_event(
+            &json!({"type":"playback_error","film_id":film,"code":"x","message":"m".repeat(513)}),
+        )
+        .unwrap_err();
         let mut got = fields(&errs);
         got.sort();
         assert_eq!(got, ["code", "fatal", "message"]);

@@ -547,8 +547,9 @@ impl<'a> EventRow<'a> {
                 message,
                 fatal,
                 ..
-            } => serde_json::json!({ "code": code, "message": message, "fatal": fatal })
-                .to_string(),
+            } => {
+                serde_json::json!({ "code": code, "message": message, "fatal": fatal }).to_string()
+            }
             _ => String::new(),
         };
         let ctx = &e.context;

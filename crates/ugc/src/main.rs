@@ -29,7 +29,14 @@ fn main() -> anyhow::Result<()> {
                 &args.roles,
                 Duration::from_secs(args.ttl_secs),
             )?;
-            println!("{token}");
+            match args.player {
+                // What a person pastes into a browser: the token rides in the fragment,
+                // which browsers never send to a server.
+                Some(film) => {
+                    println!("http://{}/player/{film}#token={token}", cli.settings.listen)
+                }
+                None => println!("{token}"),
+            }
             Ok(())
         }
     }

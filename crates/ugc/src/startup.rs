@@ -114,6 +114,8 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
                 max_body_bytes: s.max_body_bytes,
                 max_batch: s.max_batch,
                 trusted_proxies: s.trusted_proxies.clone(),
+                cors_origins: s.cors_origins.clone(),
+                media_dir: s.media_dir.clone(),
                 compat: CompatConfig {
                     seeds: s.compat.0.clone(),
                     anonymous: s.compat_anonymous,
