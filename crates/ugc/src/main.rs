@@ -33,7 +33,12 @@ fn main() -> anyhow::Result<()> {
                 // What a person pastes into a browser: the token rides in the fragment,
                 // which browsers never send to a server.
                 Some(film) => {
-                    println!("http://{}/player/{film}#token={token}", cli.settings.listen)
+                    let mut at = cli.settings.listen;
+                    // Listening on every interface: this machine's own address still works.
+                    if at.ip().is_unspecified() {
+                        at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    println!("http://{at}/player/{film}#token={token}");
                 }
                 None => println!("{token}"),
             }

@@ -96,12 +96,15 @@ async fn a_viewing_in_the_player_is_stored_once_each() {
         after_switch.as_u64().unwrap() - 1,
         paused_at.as_u64().unwrap()
     );
-    // The screenshot the README shows: the player as the test browser sees it.
+    // The screenshot the README shows: the player as the test browser sees it. Written
+    // into docs/ only when asked (UGC_UPDATE_SCREENSHOT=1), so a test run leaves the
+    // tree as it was.
     let png = browser.screenshot_png().await;
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
-    std::fs::create_dir_all(&docs).unwrap();
-    std::fs::write(docs.join("player.png"), png).unwrap();
+    if std::env::var_os("UGC_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+        std::fs::write(docs.join("player.png"), png).unwrap();
+    }
 
     // Near the end, then play it out.
     browser
@@ -453,4 +456,40 @@ async fn another_origin_sends_only_when_listed() {
             .await[0]["n"],
         0
     );
+}
+
+/// `ugc token --player` prints a link a person can open: the player of that film, with
+/// a token for the user that the server accepts.
+#[tokio::test]
+async fn the_token_command_prints_a_player_link() {
+    let server = Server::start(&[]).await;
+    let (user, film) = (new_user(), film());
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ugc"))
+        .args([
+            "--jwt-secret",
+            common::SECRET,
+            "--listen",
+            "0.0.0.0:8000",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .args(["token", "--user", &user, "--player", &film])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8(out.stdout).unwrap();
+    let prefix = format!("http://127.0.0.1:8000/player/{film}#token=");
+    let token = link
+        .trim()
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{link:?} does not start with {prefix}"));
+    let (status, body) = server
+        .get(&format!("/api/v1/films/{film}/progress"), token)
+        .await;
+    assert_eq!(status, 404, "the link's token is the user's: {body}");
 }
