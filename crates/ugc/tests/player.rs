@@ -82,11 +82,19 @@ async fn a_viewing_in_the_player_is_stored_once_each() {
         .await;
     browser.click("#quality option[value='240p']").await;
     browser
-        .wait_until("window.player.rendition === '240p' && document.getElementById('video').readyState >= 1", WITHIN, "240p loads")
+        .wait_until(
+            "window.player.rendition === '240p' && window.player.settled()",
+            WITHIN,
+            "240p loads",
+        )
         .await;
     browser.click("#quality option[value='360p']").await;
     browser
-        .wait_until("window.player.rendition === '360p' && document.getElementById('video').readyState >= 1", WITHIN, "360p loads")
+        .wait_until(
+            "window.player.rendition === '360p' && window.player.settled()",
+            WITHIN,
+            "360p loads",
+        )
         .await;
     // The position survives a switch.
     let after_switch = browser
