@@ -501,3 +501,131 @@ async fn the_token_command_prints_a_player_link() {
         .await;
     assert_eq!(status, 404, "the link's token is the user's: {body}");
 }
+
+/// The beacon route takes the token from its text/plain body and names what is wrong;
+/// a cookie alone is not enough there.
+#[tokio::test]
+async fn the_beacon_route_takes_the_token_in_the_body_and_names_what_is_wrong() {
+    let server = Server::start(&[]).await;
+    let user = new_user();
+    let token = server.token(&user, &[]);
+    let beacon = |body: String, content_type: &'static str| {
+        let req = server
+            .http
+            .post(format!("{}/api/v1/events/beacon", server.base))
+            .header("content-type", content_type)
+            .header("cookie", format!("access_token={token}"))
+            .body(body);
+        async move { common::read(req.send().await.unwrap()).await }
+    };
+    let event = json!({"type": "custom", "name": "beacon"});
+    let (status, body) = beacon(
+        json!({"token": token, "events": [event]}).to_string(),
+        "text/plain;charset=UTF-8",
+    )
+    .await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (202, json!(1)),
+        "{body}"
+    );
+    let (status, body) = beacon(json!({"events": [event]}).to_string(), "text/plain").await;
+    assert_eq!(status, 401, "the cookie is not read here: {body}");
+    let (status, body) = beacon(
+        json!({"token": "not-a-jwt", "events": [event]}).to_string(),
+        "text/plain",
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    for (bad, field) in [
+        (json!({"token": 5, "events": [event]}), "token"),
+        (json!({"token": token}), "events"),
+        (
+            json!({"token": token, "events": [event], "extra": 1}),
+            "extra",
+        ),
+    ] {
+        let (status, body) = beacon(bad.to_string(), "text/plain").await;
+        assert_eq!(
+            (status, body["errors"][0]["field"].clone()),
+            (422, json!(field)),
+            "{body}"
+        );
+    }
+    let (status, _) = beacon("{".into(), "text/plain").await;
+    assert_eq!(status, 400);
+    let (status, _) = beacon(
+        json!({"token": token, "events": [event]}).to_string(),
+        "text/html",
+    )
+    .await;
+    assert_eq!(status, 415);
+    server
+        .wait_for(
+            &format!("SELECT count() AS n FROM ugc.events WHERE user_id = '{user}'"),
+            json!(1),
+            WITHIN,
+        )
+        .await;
+}
+
+/// Films from UGC_MEDIA_DIR are listed by the player and served with Range requests;
+/// a film with no files plays the built-in sample.
+#[tokio::test]
+async fn the_media_dir_feeds_the_player_and_serves_ranges() {
+    let media = tempfile::tempdir().unwrap();
+    let film = film();
+    let sample = include_bytes!("../../edge/assets/sample-240.webm");
+    std::fs::create_dir_all(media.path().join(&film)).unwrap();
+    std::fs::write(media.path().join(&film).join("480.webm"), sample).unwrap();
+    std::fs::write(media.path().join(&film).join("1080.mp4"), sample).unwrap();
+    let dir = media.path().display().to_string();
+    let server = Server::start(&["--media-dir", &dir]).await;
+    let get = |path: String, range: Option<&'static str>| {
+        let mut req = server.http.get(format!("{}{path}", server.base));
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    let page = get(format!("/player/{film}"), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let renditions = format!(
+        "\"renditions\":[{{\"label\":\"480p\",\"height\":480,\"src\":\"/media/{film}/480.webm\"}},{{\"label\":\"1080p\",\"height\":1080,\"src\":\"/media/{film}/1080.mp4\"}}],\"sample\":false"
+    );
+    assert!(page.contains(&renditions), "{page}");
+    for path in [
+        format!("/media/{film}/480.webm"),
+        "/media/sample/240.webm".into(),
+    ] {
+        let res = get(path.clone(), Some("bytes=10-19")).await;
+        assert_eq!(res.status(), 206, "{path}");
+        assert_eq!(
+            res.headers()["content-range"],
+            format!("bytes 10-19/{}", sample.len()).as_str(),
+            "{path}"
+        );
+        assert_eq!(&res.bytes().await.unwrap()[..], &sample[10..20], "{path}");
+    }
+    let other = uuid::Uuid::new_v4();
+    let page = get(format!("/player/{other}"), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("\"src\":\"/media/sample/360.webm\"}],\"sample\":true"),
+        "{page}"
+    );
+    let res = get("/player/not-a-film".into(), None).await;
+    assert_eq!(res.status(), 422);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "film_id", "{body}");
+    assert_eq!(
+        get(format!("/media/{film}/720.webm"), None).await.status(),
+        404
+    );
+}
