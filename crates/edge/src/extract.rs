@@ -135,83 +135,111 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !(mime == "application/json"
-            || (mime.starts_with("application/") && mime.ends_with("+json")))
-        {
-            return Err(ApiError::UnsupportedMediaType(content_type.to_owned()));
+        let (content_type, mime) = mime_of(&req);
+        if !is_json(&mime) {
+            return Err(ApiError::UnsupportedMediaType(content_type));
         }
-        let limit = state.config().max_body_bytes;
-        let too_large = || {
-            metrics::counter!("ugc_http_body_too_large_total").increment(1);
-            ApiError::TooLarge {
-                what: "the request body",
-                limit: format!("{limit} bytes"),
-            }
-        };
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(too_large());
-        }
-        let encoding = req
-            .headers()
-            .get(CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .filter(|v| !v.is_empty() && v != "identity");
-        if let Some(e) = encoding.as_deref()
-            && !matches!(e, "gzip" | "x-gzip" | "zstd")
-        {
+        read_json(req, state).await.map(JsonBody)
+    }
+}
+
+fn mime_of(req: &Request) -> (String, String) {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    (content_type.to_owned(), mime)
+}
+
+fn is_json(mime: &str) -> bool {
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// A beacon's JSON document: like [`JsonBody`], but also sent as `text/plain`, the type
+/// that keeps `sendBeacon` and keepalive fetches CORS simple requests (no preflight).
+pub struct BeaconBody(pub Value);
+
+impl FromRequest<AppState> for BeaconBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (content_type, mime) = mime_of(&req);
+        if !(is_json(&mime) || mime == "text/plain") {
             return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Encoding {e} (gzip, zstd or none)"
+                "{content_type} (a beacon is text/plain or application/json)"
             )));
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| {
-                // A chunked body has no Content-Length to check up front; it trips the limit here.
-                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-                while let Some(s) = source {
-                    if s.is::<http_body_util::LengthLimitError>() {
-                        return too_large();
-                    }
-                    source = s.source();
-                }
-                ApiError::MalformedJson(format!("could not read the body: {e}"))
-            })?;
-        let bytes = match encoding.as_deref() {
-            Some("gzip" | "x-gzip") => axum::body::Bytes::from(inflate(
-                &bytes,
-                limit,
-                flate2::read::MultiGzDecoder::new(&bytes[..]),
-                too_large,
-            )?),
-            Some(_) => axum::body::Bytes::from(inflate(
-                &bytes,
-                limit,
-                zstd::stream::read::Decoder::new(&bytes[..]).map_err(|e| {
-                    ApiError::MalformedJson(format!("cannot decompress the body: {e}"))
-                })?,
-                too_large,
-            )?),
-            None => bytes,
-        };
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::MalformedJson(e.to_string()))
+        read_json(req, state).await.map(BeaconBody)
     }
+}
+
+/// The body as JSON, read under the configured limit, inflated first when it comes
+/// `Content-Encoding: gzip` or `zstd` (see [`JsonBody`]).
+async fn read_json(req: Request, state: &AppState) -> Result<Value, ApiError> {
+    let limit = state.config().max_body_bytes;
+    let too_large = || {
+        metrics::counter!("ugc_http_body_too_large_total").increment(1);
+        ApiError::TooLarge {
+            what: "the request body",
+            limit: format!("{limit} bytes"),
+        }
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let encoding = req
+        .headers()
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty() && v != "identity");
+    if let Some(e) = encoding.as_deref()
+        && !matches!(e, "gzip" | "x-gzip" | "zstd")
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding {e} (gzip, zstd or none)"
+        )));
+    }
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            // A chunked body has no Content-Length to check up front; it trips the limit here.
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return too_large();
+                }
+                source = s.source();
+            }
+            ApiError::MalformedJson(format!("could not read the body: {e}"))
+        })?;
+    let bytes = match encoding.as_deref() {
+        Some("gzip" | "x-gzip") => axum::body::Bytes::from(inflate(
+            &bytes,
+            limit,
+            flate2::read::MultiGzDecoder::new(&bytes[..]),
+            too_large,
+        )?),
+        Some(_) => axum::body::Bytes::from(inflate(
+            &bytes,
+            limit,
+            zstd::stream::read::Decoder::new(&bytes[..])
+                .map_err(|e| ApiError::MalformedJson(format!("cannot decompress the body: {e}")))?,
+            too_large,
+        )?),
+        None => bytes,
+    };
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }

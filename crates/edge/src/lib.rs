@@ -11,10 +11,13 @@ pub mod observe;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod web;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, header};
 use axum::routing::{delete, get, post, put};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use state::{AppState, EdgeConfig};
@@ -24,9 +27,10 @@ use crate::routes::{admin, content, events, health, queries};
 
 pub fn router(state: AppState) -> Router {
     let doc = openapi::document(&state.config().compat);
-    Router::new()
+    let router = Router::new()
         .route("/api/v1/events", post(events::post_event))
         .route("/api/v1/events/batch", post(events::post_batch))
+        .route("/api/v1/events/beacon", post(events::post_beacon))
         .route(
             "/api/v1/films/{film_id}/progress",
             get(queries::film_progress),
@@ -62,6 +66,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/users/{user_id}/data", delete(admin::erase_user))
         .route("/api/v1/jobs/{job_id}", get(admin::job))
+        .route("/sdk/ugc.js", get(web::sdk))
+        .route("/sdk/test.html", get(web::sdk_test_page))
+        .route("/sdk/ugc.test.js", get(web::sdk_test_js))
+        .route("/player/{film_id}", get(web::player))
+        .route("/media/{*path}", get(web::media))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(compat::router(&state.config().compat))
@@ -73,11 +82,51 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         // Answers compressed (gzip, zstd) when the client accepts it and they are worth
         // it: progress lists, analysts' rows, the OpenAPI document.
-        .layer(tower_http::compression::CompressionLayer::new())
-        // Around everything, so refusals of every kind are counted and logged too.
+        .layer(tower_http::compression::CompressionLayer::new());
+    let router = match cors(&state.config().cors_origins) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    };
+    // Around everything, so refusals of every kind are counted and logged too.
+    router
         .layer(axum::middleware::from_fn_with_state(
             observe::AccessLog(state.config().access_log),
             observe::observe,
         ))
         .with_state(state)
+}
+
+/// Lets the listed origins' pages call the API, preflight included. Without origins no
+/// CORS header is sent, so browsers keep other sites' pages out.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::CONTENT_ENCODING,
+                header::HeaderName::from_static(observe::REQUEST_ID),
+            ])
+            // The SDK backs off by Retry-After, so a page on another origin must see it.
+            .expose_headers([
+                header::RETRY_AFTER,
+                header::HeaderName::from_static(observe::REQUEST_ID),
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }

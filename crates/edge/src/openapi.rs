@@ -26,7 +26,7 @@ pub struct EventRequest {
 #[openapi(
     info(title = "ugc", description = "User-generated-content event platform of an online cinema: ingest viewer events, query them."),
     paths(
-        events::post_event, events::post_batch,
+        events::post_event, events::post_batch, events::post_beacon,
         queries::film_progress, queries::continue_watching, queries::analyst_sql,
         content::put_rating, content::delete_rating, content::get_rating, content::my_ratings,
         content::put_bookmark, content::delete_bookmark, content::my_bookmarks,

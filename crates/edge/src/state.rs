@@ -27,6 +27,10 @@ pub struct EdgeConfig {
     pub access_log: bool,
     /// Events per second per user on ingest; `None`: no limit.
     pub rate_limit: Option<RateLimit>,
+    /// Origins (`https://cinema.example`) whose pages may call the API; empty: none.
+    pub cors_origins: Vec<String>,
+    /// Films' renditions (`<film_id>/<height>.mp4|.webm`); `None`: the built-in sample.
+    pub media_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EdgeConfig {
@@ -38,6 +42,8 @@ impl Default for EdgeConfig {
             compat: CompatConfig::default(),
             access_log: true,
             rate_limit: None,
+            cors_origins: vec![],
+            media_dir: None,
         }
     }
 }

@@ -168,6 +168,30 @@ pub enum Event {
         #[schema(value_type = Object)]
         params: Map<String, Value>,
     },
+    /// Player health: the first frame after `startup_ms` milliseconds.
+    PlaybackStart {
+        film_id: FilmId,
+        #[schema(maximum = 3600000)]
+        startup_ms: u32,
+    },
+    /// Player health: playback stalled for `duration_ms` at `position` (after the first
+    /// frame and outside seeks).
+    Rebuffer {
+        film_id: FilmId,
+        position: FilmPosition,
+        #[schema(maximum = 3600000)]
+        duration_ms: u32,
+    },
+    /// Player health: the media element reported an error.
+    PlaybackError {
+        film_id: FilmId,
+        /// The player's error code (`MediaError.code`, or the player's own).
+        code: u32,
+        #[schema(max_length = 512)]
+        message: String,
+        /// Whether playback stopped because of it.
+        fatal: bool,
+    },
     /// Anything else a client tracks; `data` is kept as sent.
     Custom {
         name: EventName,
@@ -230,6 +254,9 @@ impl Event {
             Event::FullView { .. } => "full_view",
             Event::QualityChange { .. } => "quality_change",
             Event::PageView { .. } => "page_view",
+            Event::PlaybackStart { .. } => "playback_start",
+            Event::Rebuffer { .. } => "rebuffer",
+            Event::PlaybackError { .. } => "playback_error",
             Event::Custom { .. } => "custom",
             Event::RatingSet { .. } => "rating_set",
             Event::RatingRemoved { .. } => "rating_removed",
@@ -241,6 +268,15 @@ impl Event {
             Event::BookmarkAdded { .. } => "bookmark_added",
             Event::BookmarkRemoved { .. } => "bookmark_removed",
         }
+    }
+
+    /// Player health events say how playback went, not where the viewer is: they never
+    /// move "continue watching".
+    pub fn is_health(&self) -> bool {
+        matches!(
+            self,
+            Event::PlaybackStart { .. } | Event::Rebuffer { .. } | Event::PlaybackError { .. }
+        )
     }
 
     pub fn film_id(&self) -> Option<FilmId> {
@@ -257,7 +293,10 @@ impl Event {
             | Event::ReviewVoted { film_id, .. }
             | Event::ReviewVoteRemoved { film_id, .. }
             | Event::BookmarkAdded { film_id }
-            | Event::BookmarkRemoved { film_id } => Some(*film_id),
+            | Event::BookmarkRemoved { film_id }
+            | Event::PlaybackStart { film_id, .. }
+            | Event::Rebuffer { film_id, .. }
+            | Event::PlaybackError { film_id, .. } => Some(*film_id),
             Event::PageView { .. } | Event::Custom { .. } => None,
         }
     }
@@ -271,9 +310,9 @@ impl Event {
     pub fn position(&self) -> Option<FilmPosition> {
         match self {
             Event::ViewProgress { film_timestamp, .. } => Some(*film_timestamp),
-            Event::Pause { position, .. } | Event::QualityChange { position, .. } => {
-                Some(*position)
-            }
+            Event::Pause { position, .. }
+            | Event::QualityChange { position, .. }
+            | Event::Rebuffer { position, .. } => Some(*position),
             _ => None,
         }
     }

@@ -50,8 +50,15 @@ pub const EVENT_TYPES: &[&str] = &[
     "full_view",
     "quality_change",
     "page_view",
+    "playback_start",
+    "rebuffer",
+    "playback_error",
     "custom",
 ];
+
+/// Longest duration a player may report (startup, a stall): an hour. Anything longer is
+/// a broken clock, not a measurement.
+pub const MAX_DURATION_MS: u32 = 3_600_000;
 const COMMON_FIELDS: &[&str] = &["type", "event_id", "occurred_at", "context", "user_id"];
 
 /// Validates one event object. On failure, returns every bad field.
@@ -152,6 +159,45 @@ fn parse_kind(t: &str, f: &mut Fields<'_>) -> Option<Event> {
             Some(Event::PageView {
                 page: page?,
                 params: params?.unwrap_or_default(),
+            })
+        }
+        "playback_start" => {
+            f.allow(&["film_id", "startup_ms"]);
+            let film_id = f.req::<FilmId>("film_id");
+            let startup_ms = f.duration_ms("startup_ms");
+            Some(Event::PlaybackStart {
+                film_id: film_id?,
+                startup_ms: startup_ms?,
+            })
+        }
+        "rebuffer" => {
+            f.allow(&["film_id", "position", "duration_ms"]);
+            let film_id = f.req::<FilmId>("film_id");
+            let position = f.req::<FilmPosition>("position");
+            let duration_ms = f.duration_ms("duration_ms");
+            Some(Event::Rebuffer {
+                film_id: film_id?,
+                position: position?,
+                duration_ms: duration_ms?,
+            })
+        }
+        "playback_error" => {
+            f.allow(&["film_id", "code", "message", "fatal"]);
+            let film_id = f.req::<FilmId>("film_id");
+            let code = f.req::<u32>("code");
+            let message = f.opt::<String>("message").filter(|m| {
+                let long = m.as_ref().is_some_and(|m| m.len() > 512);
+                if long {
+                    f.error("message", "must be at most 512 bytes");
+                }
+                !long
+            });
+            let fatal = f.req::<bool>("fatal");
+            Some(Event::PlaybackError {
+                film_id: film_id?,
+                code: code?,
+                message: message?.unwrap_or_default(),
+                fatal: fatal?,
             })
         }
         "custom" => {
@@ -307,6 +353,16 @@ impl<'a> Fields<'a> {
         !deep
     }
 
+    /// A required duration in whole milliseconds, at most [`MAX_DURATION_MS`].
+    fn duration_ms(&mut self, name: &str) -> Option<u32> {
+        let ms = self.req::<u32>(name)?;
+        if ms > MAX_DURATION_MS {
+            self.error(name, format!("must be <= {MAX_DURATION_MS} ms, got {ms}"));
+            return None;
+        }
+        Some(ms)
+    }
+
     fn opt_label(&mut self, name: &str, max: usize) -> Option<Option<String>> {
         let s = self.opt::<String>(name)?;
         if s.as_ref().is_some_and(|s| s.len() > max) {
@@ -437,6 +493,35 @@ mod tests {
         assert_eq!(fields(&errs[0]), ["data"]);
         assert_eq!(fields(&errs[1]), ["params"]);
         assert_eq!(fields(&errs[2]), ["context.device"]);
+    }
+
+    #[test]
+    fn player_health_events_are_validated_like_the_others() {
+        let film = "1ec4cd73-2fd5-4f25-af68-b6595d279af2";
+        for ok in [
+            json!({"type":"playback_start","film_id":film,"startup_ms":350}),
+            json!({"type":"rebuffer","film_id":film,"position":12,"duration_ms":800}),
+            json!({"type":"playback_error","film_id":film,"code":3,"message":"decode","fatal":true}),
+        ] {
+            let e = parse_event(&ok).unwrap();
+            assert!(e.event.is_health(), "{ok}");
+        }
+        let errs = parse_event(
+            &json!({"type":"rebuffer","film_id":film,"position":-1,"duration_ms":3_600_001}),
+        )
+        .unwrap_err();
+        assert_eq!(fields(&errs), ["position", "duration_ms"]);
+        let errs = parse_event(
+            &json!({"type":"playback_error","film_id":film,"code":"x","message":"m".repeat(513)}),
+        )
+        .unwrap_err();
+        let mut got = fields(&errs);
+        got.sort();
+        assert_eq!(got, ["code", "fatal", "message"]);
+        assert_eq!(
+            fields(&parse_event(&json!({"type":"playback_start","film_id":film})).unwrap_err()),
+            ["startup_ms"]
+        );
     }
 
     #[test]

@@ -88,25 +88,43 @@ mod tests {
     async fn retries_what_is_retryable_and_stops_at_the_attempts() {
         let quick = || Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
         let mut calls = 0;
-        let r: Result<(), &str> = retry(quick(), Some(3), |_| true, |_, _| {}, || {
-            calls += 1;
-            async { Err("down") }
-        })
+        let r: Result<(), &str> = retry(
+            quick(),
+            Some(3),
+            |_| true,
+            |_, _| {},
+            || {
+                calls += 1;
+                async { Err("down") }
+            },
+        )
         .await;
         assert_eq!((r, calls), (Err("down"), 3));
         let mut calls = 0;
-        let r: Result<(), &str> = retry(quick(), None, |e| *e != "bad", |_, _| {}, || {
-            calls += 1;
-            async { Err("bad") }
-        })
+        let r: Result<(), &str> = retry(
+            quick(),
+            None,
+            |e| *e != "bad",
+            |_, _| {},
+            || {
+                calls += 1;
+                async { Err("bad") }
+            },
+        )
         .await;
         assert_eq!((r, calls), (Err("bad"), 1));
         let mut calls = 0;
-        let r = retry(quick(), None, |_: &&str| true, |_, _| {}, || {
-            calls += 1;
-            let n = calls;
-            async move { if n < 4 { Err("down") } else { Ok(n) } }
-        })
+        let r = retry(
+            quick(),
+            None,
+            |_: &&str| true,
+            |_, _| {},
+            || {
+                calls += 1;
+                let n = calls;
+                async move { if n < 4 { Err("down") } else { Ok(n) } }
+            },
+        )
         .await;
         assert_eq!(r, Ok(4));
     }

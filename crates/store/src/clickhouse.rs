@@ -598,4 +598,3 @@ fn classify(e: ::clickhouse::error::Error) -> StoreError {
         other => StoreError::Unavailable(other.to_string()),
     }
 }
-

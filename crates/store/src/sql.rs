@@ -530,6 +530,21 @@ impl<'a> EventRow<'a> {
             Event::Custom { data, .. } => data.to_string(),
             // Content events keep their ids and values (the event's own JSON) in `data`.
             e if e.is_content() => serde_json::to_string(e).unwrap_or_default(),
+            // Player health: the measurements that have no column of their own.
+            Event::PlaybackStart { startup_ms, .. } => {
+                serde_json::json!({ "startup_ms": startup_ms }).to_string()
+            }
+            Event::Rebuffer { duration_ms, .. } => {
+                serde_json::json!({ "duration_ms": duration_ms }).to_string()
+            }
+            Event::PlaybackError {
+                code,
+                message,
+                fatal,
+                ..
+            } => {
+                serde_json::json!({ "code": code, "message": message, "fatal": fatal }).to_string()
+            }
             _ => String::new(),
         };
         let ctx = &e.context;
@@ -591,6 +606,10 @@ impl<'a> ProgressRow<'a> {
     /// The progress row an event implies, if it says anything about where the viewer is.
     pub fn for_dialect(d: &Dialect, e: &'a Envelope) -> Option<Self> {
         let user = e.user_id.as_ref()?;
+        // A stall's position is a health measurement, not where the viewer chose to be.
+        if e.event.is_health() {
+            return None;
+        }
         // The nil film is "film unknown" (seed 003's player sends none): nothing to resume.
         let film_id = e.event.film_id().filter(|f| !f.as_uuid().is_nil())?;
         let finished = matches!(e.event, Event::FullView { .. });

@@ -53,6 +53,10 @@ pub struct TokenArgs {
     /// Lifetime of the token in seconds.
     #[arg(long, default_value_t = 12 * 3600)]
     pub ttl_secs: u64,
+    /// Print a link to this film's player page (`http://<listen>/player/<film>#token=…`)
+    /// instead of the bare token.
+    #[arg(long, value_name = "FILM_ID")]
+    pub player: Option<uuid::Uuid>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -128,6 +132,16 @@ pub struct Settings {
         global = true
     )]
     pub trusted_proxies: Vec<IpNet>,
+
+    /// Origins whose pages may call the API from the browser (comma-separated, e.g.
+    /// `https://cinema.example`); CORS preflights included. Empty: none.
+    #[arg(long, env = "UGC_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin, global = true)]
+    pub cors_origins: Vec<String>,
+
+    /// Folder of films for the player page: `<film_id>/<height>.mp4` or `.webm`, served
+    /// under /media/. Unset (or a film with no files): the built-in sample plays.
+    #[arg(long, env = "UGC_MEDIA_DIR", global = true)]
+    pub media_dir: Option<PathBuf>,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "UGC_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
@@ -551,6 +565,21 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// An origin as browsers send it: scheme, host, optional port; no path.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let o = s.trim().trim_end_matches('/');
+    let rest = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{s}` is not an origin: expected http(s)://host[:port]"))?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '*']) {
+        return Err(format!(
+            "`{s}` is not an origin: expected http(s)://host[:port], no path"
+        ));
+    }
+    Ok(o.to_owned())
+}
+
 fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
@@ -636,6 +665,26 @@ mod tests {
         assert_eq!(cli.settings.listen.port(), 9999);
         assert_eq!(cli.settings.max_batch, 7);
         assert_eq!(cli.settings.trusted_proxies.len(), 2);
+        assert!(cli.settings.cors_origins.is_empty());
+        std::fs::write(
+            &file,
+            "cors_origins = [\"https://cinema.example\", \"http://127.0.0.1:9000/\"]\nmedia_dir = \"/srv/films\"\n",
+        )
+        .unwrap();
+        let cli = parse_from(args(&[])).unwrap();
+        assert_eq!(
+            cli.settings.cors_origins,
+            ["https://cinema.example", "http://127.0.0.1:9000"]
+        );
+        assert_eq!(cli.settings.media_dir, Some(PathBuf::from("/srv/films")));
+        let err = parse_from(vec![
+            "ugc".into(),
+            "--cors-origins".into(),
+            "https://a.example/app".into(),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("not an origin"), "{err}");
+        std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nmax-batch = 7\n").unwrap();
         let cli = parse_from(args(&["--max-batch", "9"])).unwrap();
         assert_eq!(cli.settings.max_batch, 9);
     }

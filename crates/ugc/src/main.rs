@@ -30,7 +30,19 @@ fn main() -> anyhow::Result<()> {
                 &args.roles,
                 Duration::from_secs(args.ttl_secs),
             )?;
-            println!("{token}");
+            match args.player {
+                // What a person pastes into a browser: the token rides in the fragment,
+                // which browsers never send to a server.
+                Some(film) => {
+                    let mut at = cli.settings.listen;
+                    // Listening on every interface: this machine's own address still works.
+                    if at.ip().is_unspecified() {
+                        at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    println!("http://{at}/player/{film}#token={token}");
+                }
+                None => println!("{token}"),
+            }
             Ok(())
         }
         Command::Status(args) => {

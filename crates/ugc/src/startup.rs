@@ -129,6 +129,8 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
                 max_batch: s.max_batch,
                 trusted_proxies: s.trusted_proxies.clone(),
                 access_log: s.access_log,
+                cors_origins: s.cors_origins.clone(),
+                media_dir: s.media_dir.clone(),
                 compat: CompatConfig {
                     seeds: s.compat.0.clone(),
                     anonymous: s.compat_anonymous,

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
@@ -15,9 +15,10 @@ use ugc_model::{
 };
 use utoipa::ToSchema;
 
+use crate::auth::AuthError;
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ClientIp, JsonBody};
+use crate::extract::{BeaconBody, ClientIp, JsonBody, bearer_from};
 use crate::openapi::EventRequest;
 use crate::state::AppState;
 
@@ -204,7 +205,88 @@ pub async fn post_batch(
             )]));
         }
     };
-    check_batch_size(&state, items.len(), "events")?;
+    ingest_batch(&state, &principal, ip, items).await
+}
+
+/// A batch from a page being closed or hidden: `navigator.sendBeacon` and simple
+/// `fetch(..., {keepalive: true})` requests cannot carry an `Authorization` header and
+/// should not need a CORS preflight, so the body is `text/plain` (or JSON) holding the
+/// token and the events. The token is verified exactly like the header's; cookies are
+/// not read here, so another site cannot post events in a viewer's name.
+#[utoipa::path(
+    post, path = "/api/v1/events/beacon", tag = "ingest",
+    request_body(content = BeaconRequest, content_type = "text/plain", description = "JSON text `{\"token\": \"<jwt>\", \"events\": [...]}`; `Content-Type: text/plain` keeps it a CORS simple request"),
+    responses(
+        (status = 202, description = "The valid items are durable in the log", body = BatchAccepted),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No or bad token in the body", body = ErrorBody),
+        (status = 413, description = "Body or batch over the limit", body = ErrorBody),
+        (status = 415, description = "Neither text/plain nor JSON", body = ErrorBody),
+        (status = 422, description = "No valid item, or `token`/`events` missing; per-item reasons in `results`", body = BatchAccepted),
+        (status = 429, description = "Over the user's rate limit; see Retry-After", body = ErrorBody),
+        (status = 503, description = "The log cannot take events now; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn post_beacon(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ClientIp(ip): ClientIp,
+    BeaconBody(body): BeaconBody,
+) -> Result<Response, ApiError> {
+    let Value::Object(mut obj) = body else {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "",
+            "expected {\"token\": \"<jwt>\", \"events\": [...]}",
+        )]));
+    };
+    let token = match obj.remove("token") {
+        Some(Value::String(t)) => t,
+        None | Some(Value::Null) => bearer_from(&headers)
+            .map(str::to_owned)
+            .ok_or(AuthError::Missing)?,
+        Some(_) => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "token",
+                "expected the access token as a string",
+            )]));
+        }
+    };
+    let principal = state.verifier().verify(&token)?;
+    let items = match obj.remove("events") {
+        Some(Value::Array(items)) => items,
+        _ => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "events",
+                "expected an array of events",
+            )]));
+        }
+    };
+    if let Some(k) = obj.keys().next() {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            k.clone(),
+            "unknown field; expected token and events",
+        )]));
+    }
+    ingest_batch(&state, &principal, ip, items).await
+}
+
+/// The beacon body, for the OpenAPI document.
+#[derive(serde::Deserialize, ToSchema)]
+#[allow(dead_code)] // documentation only
+pub struct BeaconRequest {
+    /// The viewer's access token (what the `Authorization` header would carry).
+    token: String,
+    events: Vec<EventRequest>,
+}
+
+/// Validates each item, appends the valid ones together, and answers per item.
+async fn ingest_batch(
+    state: &AppState,
+    principal: &Principal,
+    ip: Option<IpAddr>,
+    items: Vec<Value>,
+) -> Result<Response, ApiError> {
+    check_batch_size(state, items.len(), "events")?;
     let now = Timestamp::now();
     let mut results = Vec::with_capacity(items.len());
     let mut records = Vec::with_capacity(items.len());
