@@ -156,8 +156,20 @@ async fn counters_move_by_exactly_what_was_sent() {
             Duration::from_secs(30),
         )
         .await;
-    let later = scrape(&server, &server.base).await;
-    assert!(delta(&before, &later, "ugc_store_inserts_total") >= 1.0);
+    // Rows are visible while the insert call (events, then progress) still runs, so the
+    // counter, moved when the call returns, may lag the query a little.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let later = loop {
+        let m = scrape(&server, &server.base).await;
+        if delta(&before, &m, "ugc_store_inserts_total") >= 1.0 {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ugc_store_inserts_total did not move"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(later["ugc_process_resident_memory_bytes"] > 1e6);
 }
 
