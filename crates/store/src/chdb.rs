@@ -90,13 +90,6 @@ impl ChdbStore {
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 
-    async fn rows<T: serde::de::DeserializeOwned>(
-        &self,
-        sql: String,
-    ) -> Result<Vec<T>, StoreError> {
-        engine::rows(self, sql).await
-    }
-
     async fn insert_rows<R: serde::Serialize>(
         &self,
         table: &str,
@@ -227,19 +220,7 @@ impl EventStore for ChdbStore {
         window: Duration,
         limit: usize,
     ) -> Result<Vec<(Option<UserId>, EventId)>, StoreError> {
-        #[derive(serde::Deserialize)]
-        struct Row {
-            user_id: String,
-            id: uuid::Uuid,
-        }
-        let rows: Vec<Row> = self
-            .rows(sql::recent_event_ids(&self.schema, window.as_secs(), limit))
-            .await?;
-        // Anonymous events are stored with an empty user.
-        Ok(rows
-            .into_iter()
-            .map(|r| (UserId::parse(r.user_id).ok(), EventId::from(r.id)))
-            .collect())
+        engine::recent_event_ids(self, window, limit).await
     }
 
     async fn record_erasure(&self, erasure: &Erasure) -> Result<(), StoreError> {

@@ -545,19 +545,7 @@ impl EventStore for ClickHouseStore {
         window: Duration,
         limit: usize,
     ) -> Result<Vec<(Option<UserId>, EventId)>, StoreError> {
-        #[derive(serde::Deserialize)]
-        struct Row {
-            user_id: String,
-            id: uuid::Uuid,
-        }
-        let rows: Vec<Row> = self
-            .rows(sql::recent_event_ids(&self.schema, window.as_secs(), limit))
-            .await?;
-        // Anonymous events are stored with an empty user.
-        Ok(rows
-            .into_iter()
-            .map(|r| (UserId::parse(r.user_id).ok(), EventId::from(r.id)))
-            .collect())
+        engine::recent_event_ids(self, window, limit).await
     }
 
     async fn record_erasure(&self, erasure: &Erasure) -> Result<(), StoreError> {

@@ -4,7 +4,9 @@
 //! what really differs (sessions, HTTP, insert dedup, the analyst's parser).
 
 use async_trait::async_trait;
-use ugc_model::{FilmId, UserId};
+use std::time::Duration;
+
+use ugc_model::{EventId, FilmId, UserId};
 
 use crate::sql::{self, CountRow, ErasureRow, ProgressOut, Schema};
 use crate::{Erasure, Progress, StoreError};
@@ -87,6 +89,29 @@ pub(crate) async fn continue_watching(
     )
     .await?;
     ProgressOut::into_progress_list(out)
+}
+
+/// Ids of recently received events with their users (`None`: an anonymous event,
+/// stored with an empty user), newest first.
+pub(crate) async fn recent_event_ids(
+    engine: &(impl Engine + ?Sized),
+    window: Duration,
+    limit: usize,
+) -> Result<Vec<(Option<UserId>, EventId)>, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        user_id: String,
+        id: uuid::Uuid,
+    }
+    let out: Vec<Row> = rows(
+        engine,
+        sql::recent_event_ids(engine.schema(), window.as_secs(), limit),
+    )
+    .await?;
+    Ok(out
+        .into_iter()
+        .map(|r| (UserId::parse(r.user_id).ok(), EventId::from(r.id)))
+        .collect())
 }
 
 pub(crate) async fn record_erasure(
