@@ -235,18 +235,15 @@ async fn open_store(s: &Settings) -> anyhow::Result<Arc<dyn EventStore>> {
 async fn open_content(s: &Settings) -> anyhow::Result<ContentService> {
     let url =
         ContentUrl::parse(s.content_url.as_deref(), &s.data_dir).map_err(anyhow::Error::msg)?;
-    let mut pause = Duration::from_millis(200);
-    loop {
-        match ContentService::open(&url).await {
-            Ok(content) => return Ok(content),
-            Err(ContentError::Unavailable(e)) => {
-                tracing::warn!(error = %e, "the content database is not reachable yet; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => bail!("content database: {e}"),
-        }
-    }
+    ugc_retry::retry(
+        ugc_retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
+        None,
+        |e| matches!(e, ContentError::Unavailable(_)),
+        |_, e| tracing::warn!(error = %e, "the content database is not reachable yet; retrying"),
+        || ContentService::open(&url),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("content database: {e}"))
 }
 
 /// Connects to the ClickHouse server or cluster and migrates its schema, waiting (with
