@@ -21,6 +21,9 @@
 
 pub mod dedup;
 
+/// How often an idle loader asks the log how many records wait for it.
+const LAG_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +49,9 @@ pub struct LoaderConfig {
     pub dedup_ids: usize,
     /// How far back the memory is re-read from the store at start.
     pub dedup_window: Duration,
+    /// A loader that owns no partition, or loads nothing while records wait, for this
+    /// long counts as stalled ([`LoaderStatus::stalled`]); `None`: never.
+    pub stall_after: Option<Duration>,
 }
 
 impl Default for LoaderConfig {
@@ -57,12 +63,12 @@ impl Default for LoaderConfig {
             retry_max: Duration::from_secs(5),
             dedup_ids: 1_000_000,
             dedup_window: Duration::from_secs(3600),
+            stall_after: Some(Duration::from_secs(60)),
         }
     }
 }
 
 /// What the loader has done, for health checks and metrics.
-#[derive(Default)]
 pub struct LoaderStatus {
     pub rows_loaded: AtomicU64,
     pub batches_loaded: AtomicU64,
@@ -72,9 +78,108 @@ pub struct LoaderStatus {
     /// Records dropped because their user's data was erased after they arrived.
     pub erased_dropped: AtomicU64,
     last_error: Mutex<Option<String>>,
+    stall_after: Option<Duration>,
+    progress: Mutex<Progress>,
+}
+
+/// Whether the loader is getting anywhere, as seen from its loop.
+struct Progress {
+    /// Since when the loader has owned no partition of a shared log (`None`: it owns some).
+    unowned_since: Option<Instant>,
+    /// Last time it committed a batch, found nothing to load, or was given partitions.
+    progressed_at: Instant,
+    /// Records waiting in its partitions the last time it found nothing to poll.
+    waiting: u64,
+}
+
+impl Default for LoaderStatus {
+    fn default() -> Self {
+        Self::new(None)
+    }
 }
 
 impl LoaderStatus {
+    fn new(stall_after: Option<Duration>) -> Self {
+        let now = Instant::now();
+        Self {
+            rows_loaded: AtomicU64::new(0),
+            batches_loaded: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            duplicates_dropped: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            stall_after,
+            progress: Mutex::new(Progress {
+                // Until the first poll says otherwise, a new member owns nothing yet.
+                unowned_since: Some(now),
+                progressed_at: now,
+                waiting: 0,
+            }),
+        }
+    }
+
+    /// Why the loader counts as stalled: it has owned no partition, or has loaded
+    /// nothing while records wait in its partitions, for longer than the configured
+    /// time. A group stuck in a rebalance looks like this from every member, so an
+    /// orchestrator watching readiness sees it. `None` while the loader is fine.
+    pub fn stalled(&self) -> Option<String> {
+        let after = self.stall_after?;
+        let p = self.progress.lock().ok()?;
+        if let Some(since) = p.unowned_since {
+            let idle = since.elapsed();
+            return (idle > after).then(|| {
+                format!(
+                    "owned no log partition for {} s (stalled after {} s)",
+                    idle.as_secs(),
+                    after.as_secs()
+                )
+            });
+        }
+        let idle = p.progressed_at.elapsed();
+        (p.waiting > 0 && idle > after).then(|| {
+            format!(
+                "loaded nothing for {} s while {} records wait in its partitions (stalled after {} s)",
+                idle.as_secs(),
+                p.waiting,
+                after.as_secs()
+            )
+        })
+    }
+
+    fn with_progress(&self, f: impl FnOnce(&mut Progress)) {
+        if let Ok(mut p) = self.progress.lock() {
+            f(&mut p);
+        }
+    }
+
+    /// Notes how many partitions the consumer owns after a poll.
+    fn owned(&self, partitions: Option<usize>) {
+        self.with_progress(|p| match partitions {
+            Some(0) => {
+                p.unowned_since.get_or_insert_with(Instant::now);
+            }
+            _ => {
+                if p.unowned_since.take().is_some() {
+                    // Just given partitions: give it the full time to load them.
+                    p.progressed_at = Instant::now();
+                    p.waiting = 0;
+                }
+            }
+        });
+    }
+
+    /// A batch is stored and committed, or the loader found nothing left to load.
+    fn progressed(&self) {
+        self.with_progress(|p| {
+            p.progressed_at = Instant::now();
+            p.waiting = 0;
+        });
+    }
+
+    /// The loader polled nothing, yet `waiting` records sit in its partitions.
+    fn waiting(&self, waiting: u64) {
+        self.with_progress(|p| p.waiting = waiting);
+    }
+
     /// The error of the most recent failed attempt, cleared by the next success.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
@@ -103,8 +208,8 @@ impl Loader {
         Self {
             consumer,
             store,
+            status: Arc::new(LoaderStatus::new(config.stall_after)),
             config,
-            status: Arc::default(),
         }
     }
 
@@ -126,14 +231,30 @@ impl Loader {
         tracing::info!(ids = recent.len(), "loader started");
         backoff.reset();
         let mut erased = Erased::default();
+        let mut lag_checked = Instant::now();
         while !*shutdown.borrow() {
             let polled = tokio::select! {
                 _ = shutdown.changed() => break,
                 p = self.consumer.poll(self.config.batch_max_records, self.config.batch_max_wait) => p,
             };
+            let owned = self.consumer.owned_partitions();
+            self.status.owned(owned);
             let batch = match polled {
                 Ok(Some(b)) => b,
-                Ok(None) => continue,
+                Ok(None) => {
+                    // Nothing came: either nothing is left, or records wait that never
+                    // reach this loader (its fetches stopped). Ask the log which, now
+                    // and then — only when idle, so loading is never slowed by it.
+                    if owned != Some(0) && lag_checked.elapsed() >= LAG_CHECK_EVERY {
+                        lag_checked = Instant::now();
+                        match self.consumer.lag().await {
+                            Ok(0) => self.status.progressed(),
+                            Ok(n) => self.status.waiting(n),
+                            Err(e) => tracing::debug!(error = %e, "cannot read the log's lag"),
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
                     self.failed(&format!("log poll: {e}"), &mut backoff, &mut shutdown)
                         .await;
@@ -202,6 +323,7 @@ impl Loader {
             }
             backoff.reset();
             self.status.set_error(None);
+            self.status.progressed();
             self.status
                 .duplicates_dropped
                 .fetch_add(duplicates as u64, Ordering::Relaxed);
@@ -442,5 +564,64 @@ impl Backoff {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         base.mul_f64(0.5 + (nanos % 1000) as f64 / 2000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AFTER: Duration = Duration::from_secs(60);
+
+    /// A status whose progress clock reads `ago` in the past.
+    fn status(unowned: Option<Duration>, progressed: Duration, waiting: u64) -> LoaderStatus {
+        let s = LoaderStatus::new(Some(AFTER));
+        let now = Instant::now();
+        *s.progress.lock().unwrap() = Progress {
+            unowned_since: unowned.map(|ago| now - ago),
+            progressed_at: now - progressed,
+            waiting,
+        };
+        s
+    }
+
+    #[test]
+    fn owning_no_partition_past_the_stall_time_is_a_stall() {
+        let s = status(Some(Duration::from_secs(61)), Duration::ZERO, 0);
+        assert!(
+            s.stalled()
+                .unwrap()
+                .contains("owned no log partition for 61 s")
+        );
+        assert!(
+            status(Some(Duration::from_secs(59)), Duration::ZERO, 0)
+                .stalled()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn loading_nothing_while_records_wait_past_the_stall_time_is_a_stall() {
+        let s = status(None, Duration::from_secs(61), 500);
+        assert!(s.stalled().unwrap().contains("500 records wait"));
+        // Nothing waiting: an idle loader on a quiet log is fine.
+        assert!(status(None, Duration::from_secs(61), 0).stalled().is_none());
+        // Given partitions again: the clock starts over.
+        let s = status(Some(Duration::from_secs(61)), Duration::from_secs(61), 500);
+        s.owned(Some(3));
+        assert!(s.stalled().is_none());
+        s.owned(None);
+        assert!(
+            s.stalled().is_none(),
+            "a log that is not shared is always owned"
+        );
+    }
+
+    #[test]
+    fn without_a_stall_time_nothing_is_a_stall() {
+        let s = LoaderStatus::default();
+        s.owned(Some(0));
+        s.waiting(10);
+        assert!(s.stalled().is_none());
     }
 }

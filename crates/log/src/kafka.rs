@@ -130,6 +130,15 @@ pub struct KafkaConfig {
     /// group protocol. `cooperative-sticky` moves only the partitions that change owner,
     /// but relies on the broker relaying each member's owned partitions faithfully.
     pub assignment_strategy: String,
+    /// `max.poll.interval.ms`, which is also the rebalance timeout a loader sends when it
+    /// joins: on Apache Kafka the longest a rebalance waits for a member that is alive
+    /// but not rejoining (a loader stuck retrying an insert). A loader holding a batch
+    /// for most of it gives the batch up uninserted; a partition on which the group
+    /// commits nothing for this long while records wait makes a member rejoin afresh.
+    pub max_poll_interval: Duration,
+    /// librdkafka debug contexts (`cgrp,consumer,...`) logged at debug level under the
+    /// `librdkafka` target; empty for none.
+    pub debug: String,
     /// Prefetched records per loader, in KiB (bounds the loader's memory).
     pub consumer_queue_kbytes: usize,
 }
@@ -155,6 +164,8 @@ impl Default for KafkaConfig {
             group_id: "ugc-loader".into(),
             session_timeout: Duration::from_secs(10),
             assignment_strategy: "range".into(),
+            max_poll_interval: Duration::from_secs(20),
+            debug: String::new(),
             consumer_queue_kbytes: 32 * 1024,
         }
     }
@@ -170,6 +181,9 @@ impl KafkaConfig {
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "1000")
             .set("socket.keepalive.enable", "true");
+        if !self.debug.is_empty() {
+            c.set("debug", &self.debug);
+        }
         c
     }
 }
@@ -193,6 +207,14 @@ impl KafkaLog {
         }
         if config.layout.topics().is_empty() {
             return Err(LogError::Unavailable("no Kafka topics configured".into()));
+        }
+        // librdkafka refuses a consumer whose poll interval is below its session timeout.
+        if config.max_poll_interval < config.session_timeout {
+            return Err(LogError::Unavailable(format!(
+                "the Kafka max poll interval ({} ms) must be at least the session timeout ({} ms)",
+                config.max_poll_interval.as_millis(),
+                config.session_timeout.as_millis()
+            )));
         }
         Ok(Self {
             config: Arc::new(config),

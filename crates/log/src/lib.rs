@@ -125,4 +125,11 @@ pub trait LogConsumer: Send + Sync + 'static {
     fn still_owns(&self, _batch: &Batch) -> bool {
         true
     }
+
+    /// How many partitions this consumer owns now; `None` when the log is not shared
+    /// (the consumer always owns all of it). A member of a group owns none while the
+    /// group rebalances, and for good when the group is stuck.
+    fn owned_partitions(&self) -> Option<usize> {
+        None
+    }
 }

@@ -120,7 +120,12 @@ impl Tansu {
             .expect("tansu log file");
         let child = Command::new(Self::binary())
             .current_dir(self.dir.path())
-            .env("RUST_LOG", "warn")
+            // `UGC_TEST_TANSU_LOG=info` (or `debug`) shows the group coordinator's
+            // decisions (members expired, generations) when a group test fails.
+            .env(
+                "RUST_LOG",
+                std::env::var("UGC_TEST_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .args([
                 "broker",
                 "--listener-url",

@@ -31,6 +31,8 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+// Parsed once at start: the size of the benchmark's arguments costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the platform (the default when no command is given).
@@ -191,6 +193,17 @@ pub struct Settings {
     )]
     pub loader_batch_wait_ms: u64,
 
+    /// A loader that owns no log partition, or loads nothing while records wait in its
+    /// partitions, for this many seconds answers /readyz with 503 (a consumer group stuck
+    /// in a rebalance shows this way); 0: never.
+    #[arg(
+        long,
+        env = "UGC_LOADER_STALL_READY_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub loader_stall_ready_secs: u64,
+
     /// What this process runs: `all` (ingest API and loader), `api` (ingest and reads) or
     /// `loader` (log to store; serves only /healthz and /readyz). `api` and `loader` run
     /// apart only with the Kafka log and a shared store (--store clickhouse).
@@ -326,6 +339,25 @@ pub struct Settings {
         global = true
     )]
     pub kafka_session_timeout_ms: u64,
+
+    /// The rebalance timeout, in ms (`max.poll.interval.ms`): the longest a loader may go
+    /// between polls of the log, and so the longest a rebalance waits for a loader that
+    /// is alive but busy. A loader holding one batch for 80% of it (a store down that
+    /// long) gives the batch up uninserted; a partition on which the group commits
+    /// nothing for this long while records wait makes the loaders rejoin the group
+    /// afresh. At least the session timeout.
+    #[arg(
+        long,
+        env = "UGC_KAFKA_MAX_POLL_INTERVAL_MS",
+        default_value_t = 20_000,
+        global = true
+    )]
+    pub kafka_max_poll_interval_ms: u64,
+
+    /// librdkafka debug contexts to log (e.g. `cgrp,consumer`), at debug level under the
+    /// `librdkafka` target (so with `--log librdkafka=debug,info`); empty for none.
+    #[arg(long, env = "UGC_KAFKA_DEBUG", default_value = "", global = true)]
+    pub kafka_debug: String,
 
     /// Partition assignment in the loaders' group: `range` (eager: every loader releases
     /// all partitions at a rebalance, then they are dealt again) or `cooperative-sticky`

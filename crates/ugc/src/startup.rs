@@ -101,6 +101,8 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
             LoaderConfig {
                 batch_max_records: s.loader_batch_max,
                 batch_max_wait: Duration::from_millis(s.loader_batch_wait_ms),
+                stall_after: (s.loader_stall_ready_secs > 0)
+                    .then(|| Duration::from_secs(s.loader_stall_ready_secs)),
                 ..LoaderConfig::default()
             },
         );

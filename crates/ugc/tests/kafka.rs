@@ -9,6 +9,11 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// The tests with several loaders are heavy for two cores, and time what they check:
+/// one at a time. A std mutex on purpose: each test runs on its own thread and runtime,
+/// so holding it across awaits blocks only the tests waiting their turn.
+static HEAVY: Mutex<()> = Mutex::new(());
 use std::time::{Duration, Instant};
 
 use common::{Server, kafka_args, new_user};
@@ -31,6 +36,8 @@ struct Load {
     refused: AtomicU64,
     slowest_refusal_ms: AtomicU64,
     failure: Mutex<Option<String>>,
+    /// Every id acknowledged so far, for checks in the middle of a load.
+    acked_ids: Mutex<Vec<String>>,
 }
 
 impl Load {
@@ -82,6 +89,7 @@ async fn load(
         let body: Option<Value> = r.json().await.ok();
         match (status, body) {
             (202, Some(body)) if body["accepted"].as_u64() == Some(size as u64) => {
+                shared.acked_ids.lock().unwrap().extend(ids.iter().cloned());
                 shared.acked.fetch_add(size as u64, Ordering::SeqCst);
                 acked.extend(ids);
             }
@@ -221,7 +229,13 @@ async fn assert_exactly_once(api: &Server, users: &[String], acked: &HashSet<Str
     );
 }
 
+/// The last lines of `log`; with `UGC_TEST_LOG_DIR` set, the whole log is also written
+/// there (as `<label>.log`), for a failure that needs more than a tail to explain.
 fn tail(label: &str, log: &str) -> String {
+    if let Some(dir) = std::env::var_os("UGC_TEST_LOG_DIR") {
+        let name = label.replace(' ', "-");
+        let _ = std::fs::write(std::path::Path::new(&dir).join(format!("{name}.log")), log);
+    }
     let lines: Vec<&str> = log.lines().collect();
     let from = lines.len().saturating_sub(40);
     format!(
@@ -377,7 +391,9 @@ async fn wait_loading(loader: &Server, than: u64, name: &str, load: &Load) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
 async fn loaders_in_one_group_store_every_acknowledged_event_once_through_a_kill_and_a_join() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     // Members resume at the last commit, often inside a producer's record batch: only
     // the SQLite engine serves a fetch from there (see `Storage::Memory`).
     let broker = Tansu::start(Storage::Sqlite);
@@ -478,4 +494,308 @@ async fn loaders_in_one_group_store_every_acknowledged_event_once_through_a_kill
         second_end > second_rows,
         "the second loader took no part after the kill\n{logs}"
     );
+}
+
+/// Loaders (and an API) sharing one consumer group on `broker`, storing into one
+/// ClickHouse server.
+struct Group {
+    name: String,
+    brokers: String,
+    store: Vec<String>,
+    partitions: u32,
+}
+
+impl Group {
+    fn new(broker: &Tansu, partitions: u32) -> Group {
+        // Loaders in separate processes need a store they share: a ClickHouse server
+        // (with UGC_TEST_STORE set, the harness adds the one it chose).
+        let mut store = vec![];
+        if common::store_args().is_empty() {
+            let shared = ugc_testkit::shared_single();
+            store = vec![
+                "--store".into(),
+                "clickhouse".into(),
+                "--clickhouse-url".into(),
+                shared.url.clone(),
+            ];
+        }
+        Group {
+            name: format!("loaders-{}", uuid::Uuid::new_v4().simple()),
+            brokers: broker.brokers(),
+            store,
+            partitions,
+        }
+    }
+
+    /// Flags for a process of `role` in this group, plus `extra`. With
+    /// `UGC_TEST_KAFKA_DEBUG=cgrp,consumer` loaders log librdkafka's group protocol.
+    fn args(&self, role: &str, extra: &[&str]) -> Vec<String> {
+        let mut a = kafka_args(&self.brokers);
+        let at = a.iter().position(|x| x == "--kafka-partitions").unwrap();
+        a[at + 1] = self.partitions.to_string();
+        a.extend(
+            [
+                "--role",
+                role,
+                "--kafka-group",
+                &self.name,
+                "--query-max-rows",
+                "1000000",
+            ]
+            .map(String::from),
+        );
+        if let Ok(debug) = std::env::var("UGC_TEST_KAFKA_DEBUG") {
+            a.extend(["--kafka-debug".into(), debug]);
+            a.extend(["--log".into(), "info,librdkafka=debug".into()]);
+        }
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a.extend(self.store.iter().cloned());
+        a
+    }
+
+    async fn start(&self, role: &str, extra: &[&str]) -> Server {
+        Server::start(&args(&self.args(role, extra))).await
+    }
+}
+
+/// Waits until every id in `ids` is stored (once or more), failing at `deadline` with
+/// `logs()`.
+async fn wait_stored(
+    api: &Server,
+    users: &[String],
+    ids: &HashSet<String>,
+    deadline: Instant,
+    why: &str,
+    logs: impl Fn() -> String,
+) {
+    loop {
+        let rows = api
+            .sql(&format!(
+                "SELECT count() AS n FROM ugc.events WHERE {}",
+                of_users(users)
+            ))
+            .await;
+        let n = rows[0]["n"].as_u64().unwrap_or(0);
+        let missing = if n >= ids.len() as u64 {
+            let s = stored(api, users).await;
+            ids.iter().filter(|id| !s.contains_key(*id)).count()
+        } else {
+            ids.len() - n as usize
+        };
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{why}: {missing} of {} acknowledged events still not stored\n{}",
+            ids.len(),
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn users_and_tokens(api: &Server, n: usize, per_task: usize) -> (Vec<String>, Vec<Vec<String>>) {
+    let users: Vec<String> = (0..n).map(|_| new_user()).collect();
+    let tokens = users
+        .chunks(per_task)
+        .map(|c| c.iter().map(|u| api.token(u, &[])).collect())
+        .collect();
+    (users, tokens)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_loader_killed_and_replaced_within_seconds_ten_times_stores_everything_within_30_s() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    // A rolling deploy: the oldest loader dies (kill -9) and a new one starts while the
+    // dead one's session (10 s, the default) is still open — ten times, under load.
+    let broker = Tansu::start(Storage::Sqlite);
+    let group = Group::new(&broker, 12);
+    let api = group.start("api", &[]).await;
+    let mut loaders = vec![
+        group.start("loader", &[]).await,
+        group.start("loader", &[]).await,
+    ];
+    let mut killed: Vec<Server> = vec![];
+    // Many users, so that their keys spread over every partition; ~600 events/s.
+    let (users, tokens) = users_and_tokens(&api, 48, 3);
+    let (shared, tasks) = start_load(&api, &tokens, 16, 10, Duration::from_millis(250));
+    let began = Instant::now();
+    wait_loading(&loaders[0], 0, "first", &shared).await;
+    wait_loading(&loaders[1], 0, "second", &shared).await;
+
+    let logs = |loaders: &[Server], killed: &[Server]| {
+        let mut l: Vec<String> = killed
+            .iter()
+            .rev()
+            .take(1)
+            .map(|s| tail("last killed loader", &s.log()))
+            .collect();
+        for (i, s) in loaders.iter().enumerate() {
+            l.push(tail(&format!("live loader {i}"), &s.log()));
+        }
+        l.push(tail("tansu", &broker.log()));
+        l.join("\n")
+    };
+    for round in 0..10 {
+        let mut dead = loaders.remove(0);
+        dead.kill9();
+        killed.push(dead);
+        // Between half a second and 4.5 s later: well inside the dead one's session.
+        tokio::time::sleep(Duration::from_millis(500 + (round * 1300) % 4000)).await;
+        let joined = Instant::now();
+        let before: HashSet<String> = shared.acked_ids.lock().unwrap().iter().cloned().collect();
+        loaders.push(group.start("loader", &[]).await);
+        let deadline = joined + Duration::from_secs(30);
+        wait_stored(
+            &api,
+            &users,
+            &before,
+            deadline,
+            &format!("round {round}, 30 s after the join"),
+            || logs(&loaders, &killed),
+        )
+        .await;
+        println!(
+            "{:?}: round {round}: {} events acknowledged before the join stored {:?} after it",
+            began.elapsed(),
+            before.len(),
+            joined.elapsed()
+        );
+        shared.check();
+    }
+    let acked = stop_load(&shared, tasks).await;
+    println!(
+        "{:?}: {} acknowledged, {} refused",
+        began.elapsed(),
+        acked.len(),
+        shared.refused.load(Ordering::SeqCst)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    wait_stored(&api, &users, &acked, deadline, "after the load", || {
+        logs(&loaders, &killed)
+    })
+    .await;
+    assert_exactly_once(&api, &users, &acked, &logs(&loaders, &killed)).await;
+    if std::env::var_os("UGC_TEST_LOG_DIR").is_some() {
+        for (i, s) in killed.iter().enumerate() {
+            tail(&format!("killed loader {i}"), &s.log());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_broker_restart_while_a_loader_joins_resumes_every_partition_within_30_s() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut broker = Tansu::start(Storage::Sqlite);
+    let group = Group::new(&broker, 12);
+    let api = group.start("api", &[]).await;
+    let first = group.start("loader", &[]).await;
+    let (users, tokens) = users_and_tokens(&api, 48, 3);
+    let (shared, tasks) = start_load(&api, &tokens, 16, 10, Duration::from_millis(250));
+    wait_loading(&first, 0, "first", &shared).await;
+    let second = group.start("loader", &[]).await;
+    // The broker dies two seconds into the rebalance the join started, and is back at once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.restart();
+    let back = Instant::now();
+    // Everything acknowledged until a little after the restart (the API retries on its own).
+    wait_acked(
+        &shared,
+        shared.acked.load(Ordering::SeqCst) + 2_000,
+        Duration::from_secs(30),
+        "after the broker restart",
+    )
+    .await;
+    let ids: HashSet<String> = shared.acked_ids.lock().unwrap().iter().cloned().collect();
+    let logs = || {
+        [
+            tail("first loader", &first.log()),
+            tail("second loader", &second.log()),
+            tail("tansu", &broker.log()),
+        ]
+        .join("\n")
+    };
+    wait_stored(
+        &api,
+        &users,
+        &ids,
+        back + Duration::from_secs(30),
+        "30 s after the broker came back",
+        logs,
+    )
+    .await;
+    println!(
+        "{} events acknowledged around the restart stored {:?} after it",
+        ids.len(),
+        back.elapsed()
+    );
+    let acked = stop_load(&shared, tasks).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    wait_stored(&api, &users, &acked, deadline, "after the load", logs).await;
+    assert_exactly_once(&api, &users, &acked, &logs()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_loader_that_owns_no_partition_past_the_stall_time_is_not_ready() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Tansu::start(Storage::Sqlite);
+    // One partition: the second loader of the group gets nothing to load.
+    let group = Group::new(&broker, 1);
+    let stall = ["--loader-stall-ready-secs", "8"];
+    let api = group.start("api", &[]).await;
+    let mut owner = group.start("loader", &stall).await;
+    let (_users, tokens) = users_and_tokens(&api, 3, 3);
+    let (shared, tasks) = start_load(&api, &tokens, 1, 10, Duration::from_millis(200));
+    wait_loading(&owner, 0, "owner", &shared).await;
+    let idle = group.start("loader", &stall).await;
+    let started = Instant::now();
+
+    // Not ready once it has owned nothing for the stall time, and saying why.
+    let deadline = started + Duration::from_secs(60);
+    let body = loop {
+        let (status, body) = idle.get("/readyz", "").await;
+        if status == 503 {
+            break body;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "still ready after 60 s without a partition: {body}\n{}",
+            tail("idle loader", &idle.log())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        started.elapsed() >= Duration::from_secs(8),
+        "not ready before the stall time: {body}"
+    );
+    assert!(
+        body["stalled"]
+            .as_str()
+            .is_some_and(|s| s.contains("owned no log partition")),
+        "{body}"
+    );
+    assert_eq!(body["status"], "not_ready");
+    // The loader that owns the partition and loads stays ready.
+    let (status, body) = owner.get("/readyz", "").await;
+    assert_eq!(status, 200, "{body}");
+
+    // Its partition's owner dies: the idle loader takes over, loads, and is ready again.
+    owner.kill9();
+    let before = rows_loaded(&idle).await;
+    wait_loading(&idle, before, "idle", &shared).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = idle.get("/readyz", "").await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready while loading: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_load(&shared, tasks).await;
 }

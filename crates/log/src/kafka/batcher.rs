@@ -53,6 +53,11 @@ impl Buffers {
         self.parts.contains_key(key)
     }
 
+    /// How many partitions this member owns.
+    pub fn owned(&self) -> usize {
+        self.parts.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.total == 0
     }
