@@ -21,8 +21,11 @@
 
 pub mod dedup;
 
-/// How often an idle loader asks the log how many records wait for it.
+/// How often an idle loader asks the log how many records wait for it, how long it
+/// waits for the answer, and how much longer it waits before asking a log that was slow.
 const LAG_CHECK_EVERY: Duration = Duration::from_secs(1);
+const LAG_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+const LAG_CHECK_SLOW: Duration = Duration::from_secs(10);
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,6 +109,7 @@ impl LoaderStatus {
             batches_loaded: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             duplicates_dropped: AtomicU64::new(0),
+            erased_dropped: AtomicU64::new(0),
             last_error: Mutex::new(None),
             stall_after,
             progress: Mutex::new(Progress {
@@ -245,12 +249,17 @@ impl Loader {
                     // Nothing came: either nothing is left, or records wait that never
                     // reach this loader (its fetches stopped). Ask the log which, now
                     // and then — only when idle, so loading is never slowed by it.
-                    if owned != Some(0) && lag_checked.elapsed() >= LAG_CHECK_EVERY {
-                        lag_checked = Instant::now();
-                        match self.consumer.lag().await {
-                            Ok(0) => self.status.progressed(),
-                            Ok(n) => self.status.waiting(n),
-                            Err(e) => tracing::debug!(error = %e, "cannot read the log's lag"),
+                    if owned != Some(0) && Instant::now() >= lag_checked {
+                        // Bounded: the loop must get back to polling (a rebalance only
+                        // runs inside a poll); a log slow to answer is asked less often.
+                        let lag =
+                            tokio::time::timeout(LAG_CHECK_TIMEOUT, self.consumer.lag()).await;
+                        lag_checked = Instant::now() + LAG_CHECK_EVERY;
+                        match lag {
+                            Ok(Ok(0)) => self.status.progressed(),
+                            Ok(Ok(n)) => self.status.waiting(n),
+                            Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the log's lag"),
+                            Err(_) => lag_checked += LAG_CHECK_SLOW,
                         }
                     }
                     continue;

@@ -31,8 +31,6 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-// Parsed once at start: the size of the benchmark's arguments costs nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the platform (the default when no command is given).

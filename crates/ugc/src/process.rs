@@ -140,6 +140,8 @@ fn kafka_config(s: &Settings) -> anyhow::Result<KafkaConfig> {
         group_id: s.kafka_group.clone(),
         session_timeout: Duration::from_millis(s.kafka_session_timeout_ms),
         assignment_strategy: s.kafka_assignment.as_str().to_owned(),
+        max_poll_interval: Duration::from_millis(s.kafka_max_poll_interval_ms),
+        debug: s.kafka_debug.clone(),
         ..KafkaConfig::default()
     })
 }
@@ -151,7 +153,7 @@ struct LoaderState {
 }
 
 /// The HTTP surface of a loader-only process: liveness, and readiness (the store
-/// answers) with what the loader has done.
+/// answers and the loader is not stalled) with what the loader has done.
 pub fn loader_router(store: Arc<dyn EventStore>, status: Arc<LoaderStatus>) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -162,9 +164,12 @@ pub fn loader_router(store: Arc<dyn EventStore>, status: Arc<LoaderStatus>) -> a
 async fn loader_ready(State(st): State<LoaderState>) -> (StatusCode, Json<Value>) {
     let store = st.store.ping().await.err().map(|e| e.to_string());
     let s = &st.status;
+    let stalled = s.stalled();
+    let ready = store.is_none() && stalled.is_none();
     let body = json!({
-        "status": if store.is_none() { "ready" } else { "not_ready" },
+        "status": if ready { "ready" } else { "not_ready" },
         "store": store,
+        "stalled": stalled,
         "loader": {
             "rows_loaded": s.rows_loaded.load(Ordering::Relaxed),
             "batches_loaded": s.batches_loaded.load(Ordering::Relaxed),
@@ -173,7 +178,7 @@ async fn loader_ready(State(st): State<LoaderState>) -> (StatusCode, Json<Value>
             "last_error": s.last_error(),
         },
     });
-    let code = if store.is_none() {
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -86,25 +86,6 @@ pub struct KafkaConsumer {
     /// The event topics, in configuration order: a topic's index numbers its partitions.
     topics: Vec<String>,
     give_up_after: Duration,
-    /// The group's progress on every partition of the event topics, watched so that a
-    /// group that stopped loading is noticed from any member ([`Self::watch_group`]).
-    watch: GroupWatch,
-}
-
-/// A partition with the group's committed offset and the partition's end.
-type Position = (PartKey, i64, i64);
-
-/// Per partition: the group's committed offset last seen, and since when it has not
-/// moved while records wait behind it.
-struct GroupWatch {
-    progress: HashMap<PartKey, (i64, Instant)>,
-    /// The last look at the group's positions, running off the poll loop.
-    pending: Option<tokio::task::JoinHandle<Result<Vec<Position>, KafkaError>>>,
-    checked_at: Instant,
-    every: Duration,
-    /// How long a partition may stand still behind waiting records before this member
-    /// rejoins the group afresh: the rebalance timeout.
-    stuck_after: Duration,
 }
 
 impl KafkaConsumer {
@@ -125,13 +106,6 @@ impl KafkaConsumer {
         let give_up_after = c.max_poll_interval.mul_f64(0.8);
         Ok(Self {
             give_up_after,
-            watch: GroupWatch {
-                progress: HashMap::new(),
-                pending: None,
-                checked_at: Instant::now(),
-                every: (c.max_poll_interval / 10).max(Duration::from_secs(1)),
-                stuck_after: c.max_poll_interval,
-            },
             log,
             consumer: Arc::new(consumer),
             dead_letters,
@@ -211,73 +185,6 @@ impl KafkaConsumer {
         Ok(())
     }
 
-    /// Watches the group's committed offsets against the partitions' ends. A partition
-    /// whose records wait while its committed offset stands still for the rebalance
-    /// timeout has no working owner: the group is stuck (a rebalance that never
-    /// completes, a member holding an assignment it does not consume). On Apache Kafka
-    /// the coordinator ends such a rebalance itself after the rebalance timeout; tansu
-    /// 0.6 does not (docs/tansu-group-stall.md), so the member rejoins the group with a
-    /// fresh member id, which starts a new generation that every member has to join.
-    async fn watch_group(&mut self) -> Result<(), LogError> {
-        let w = &mut self.watch;
-        if !self.subscribed || w.checked_at.elapsed() < w.every {
-            return Ok(());
-        }
-        let seen = match w.pending.take() {
-            Some(h) if h.is_finished() => h.await.ok().and_then(Result::ok),
-            Some(h) => {
-                // Still asking (a slow or absent broker): look again later.
-                w.pending = Some(h);
-                return Ok(());
-            }
-            None => None,
-        };
-        w.checked_at = Instant::now();
-        let consumer = self.consumer.clone();
-        let topics = self.topics.clone();
-        w.pending = Some(tokio::task::spawn_blocking(move || {
-            group_positions(&consumer, &topics)
-        }));
-        let Some(seen) = seen else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        let mut stuck = vec![];
-        for (key, committed, end) in seen {
-            let p = w.progress.entry(key.clone()).or_insert((committed, now));
-            if committed >= end || committed != p.0 {
-                *p = (committed, now);
-            } else if now.duration_since(p.1) > w.stuck_after {
-                stuck.push((key, end - committed));
-            }
-        }
-        if stuck.is_empty() {
-            return Ok(());
-        }
-        tracing::warn!(partitions = ?stuck, owned = self.buffers.owned(),
-            stuck_after_ms = w.stuck_after.as_millis() as u64,
-            "the loaders' group has committed nothing on these partitions for the rebalance \
-             timeout while records wait (partition, records): rejoining it as a new member");
-        self.rejoin()
-    }
-
-    /// Leaves the group and joins it again under a new member id. Nothing is in flight:
-    /// the loader polls only once its last batch is committed or given up, and whatever
-    /// was not committed is read again by the partition's next owner.
-    fn rejoin(&mut self) -> Result<(), LogError> {
-        let fresh = group_member(self.log.config())?;
-        let old = std::mem::replace(&mut self.consumer, Arc::new(fresh));
-        // Closing sends LeaveGroup and waits for it: off the poll loop.
-        drop(tokio::task::spawn_blocking(move || drop(old)));
-        self.subscribed = false;
-        self.buffers = Buffers::default();
-        self.handed.clear();
-        self.watch.progress.clear();
-        self.watch.pending = None;
-        self.watch.checked_at = Instant::now();
-        Ok(())
-    }
-
     /// The partition number records carry into the store: with a topic per event type,
     /// `topic index × 65536 + partition`, so that a log position (partition, offset)
     /// names one record across all topics (stores use positions to spot repeats).
@@ -344,35 +251,6 @@ fn group_member(c: &KafkaConfig) -> Result<StreamConsumer<GroupContext>, LogErro
         .map_err(unavailable)
 }
 
-/// Every partition of `topics` with the group's committed offset (the partition's start
-/// when nothing is committed) and its end.
-fn group_positions(
-    consumer: &StreamConsumer<GroupContext>,
-    topics: &[String],
-) -> Result<Vec<Position>, KafkaError> {
-    const QUICK: Duration = Duration::from_secs(2);
-    let mut all = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), QUICK)?;
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                all.add_partition(topic, p.id());
-            }
-        }
-    }
-    let committed = consumer.committed_offsets(all, QUICK)?;
-    let mut out = Vec::with_capacity(committed.count());
-    for e in committed.elements() {
-        let (start, end) = consumer.fetch_watermarks(e.topic(), e.partition(), QUICK)?;
-        let at = match e.offset() {
-            Offset::Offset(o) => o.max(start),
-            _ => start,
-        };
-        out.push(((Arc::from(e.topic()), e.partition()), at, end));
-    }
-    Ok(out)
-}
-
 /// Commit failures that mean "this member no longer owns the partition" rather than
 /// "try again": the new owner re-reads the range from the last commit.
 fn lost_membership(e: &KafkaError) -> bool {
@@ -400,11 +278,6 @@ impl LogConsumer for KafkaConsumer {
         self.apply_changes().await?;
         let give_up = Instant::now() + max_wait;
         loop {
-            self.watch_group().await?;
-            if !self.subscribed {
-                // Rejoined afresh: nothing buffered is ours any more.
-                return Ok(None);
-            }
             let now = Instant::now();
             if let Some(cut) = self.buffers.cut(max_records, max_wait, now) {
                 return Ok(Some(self.hand_out(cut.key, cut.records)));
