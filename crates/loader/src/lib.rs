@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use ugc_log::{Batch, LogConsumer};
 use ugc_model::{Envelope, UserId};
+use ugc_retry::Backoff;
 use ugc_store::{DeadLetter, EventStore, LogPosition, StoreBatch, StoreError};
 
 use crate::dedup::{RecentIds, SeenId};
@@ -100,6 +101,7 @@ impl Loader {
         store: Arc<dyn EventStore>,
         config: LoaderConfig,
     ) -> Self {
+        register_metrics();
         Self {
             consumer,
             store,
@@ -115,7 +117,7 @@ impl Loader {
     /// Runs until `shutdown` turns true. An uncommitted batch at shutdown is simply
     /// re-delivered at the next start.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(&self.config);
+        let mut backoff = Backoff::new(self.config.retry_min, self.config.retry_max);
         let mut recent = RecentIds::new(self.config.dedup_ids);
         if self
             .remember_stored(&mut recent, &mut backoff, &mut shutdown)
@@ -126,6 +128,7 @@ impl Loader {
         tracing::info!(ids = recent.len(), "loader started");
         backoff.reset();
         let mut erased = Erased::default();
+        let mut lag = LagGauge::default();
         while !*shutdown.borrow() {
             let polled = tokio::select! {
                 _ = shutdown.changed() => break,
@@ -133,7 +136,10 @@ impl Loader {
             };
             let batch = match polled {
                 Ok(Some(b)) => b,
-                Ok(None) => continue,
+                Ok(None) => {
+                    lag.update(self.consumer.as_ref()).await;
+                    continue;
+                }
                 Err(e) => {
                     self.failed(&format!("log poll: {e}"), &mut backoff, &mut shutdown)
                         .await;
@@ -152,6 +158,7 @@ impl Loader {
                 }
             }
             let mut store_batch = decode(&batch);
+            let bytes: usize = batch.records.iter().map(|r| r.payload.len()).sum();
             if !store_batch.dead_letters.is_empty() {
                 let rejected: Vec<(u64, String)> = store_batch
                     .dead_letters
@@ -173,7 +180,9 @@ impl Loader {
             // Insert, then commit, each retried until it succeeds or we shut down. A batch
             // the log has meanwhile given to another consumer is left to that one.
             let mut abandoned = false;
+            let started = Instant::now();
             while !self.load(&store_batch).await {
+                metrics::counter!("ugc_loader_retries_total", "step" => "insert").increment(1);
                 if self.wait(&mut backoff, &mut shutdown).await {
                     return;
                 }
@@ -197,9 +206,19 @@ impl Loader {
                     }
                 }
             }
+            metrics::histogram!("ugc_loader_insert_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
             for (_, e) in &store_batch.events {
                 recent.insert(SeenId::new(e.user_id.as_ref(), e.event_id));
             }
+            metrics::counter!("ugc_loader_batches_total").increment(1);
+            metrics::counter!("ugc_loader_rows_total").increment(store_batch.events.len() as u64);
+            metrics::counter!("ugc_loader_bytes_total").increment(bytes as u64);
+            metrics::counter!("ugc_loader_dead_letters_total", "reason" => "undecodable")
+                .increment(store_batch.dead_letters.len() as u64);
+            metrics::counter!("ugc_loader_duplicates_dropped_total").increment(duplicates as u64);
+            mark_insert();
+            lag.update(self.consumer.as_ref()).await;
             backoff.reset();
             self.status.set_error(None);
             self.status
@@ -278,11 +297,15 @@ impl Loader {
             };
             match self.store.insert(&single).await {
                 Ok(()) => {}
-                Err(StoreError::Rejected(reason)) => dead.push(DeadLetter {
-                    position: *pos,
-                    reason: format!("store refused the row: {reason}"),
-                    payload: env.encode(),
-                }),
+                Err(StoreError::Rejected(reason)) => {
+                    metrics::counter!("ugc_loader_dead_letters_total", "reason" => "refused_by_store")
+                        .increment(1);
+                    dead.push(DeadLetter {
+                        position: *pos,
+                        reason: format!("store refused the row: {reason}"),
+                        payload: env.encode(),
+                    })
+                }
                 Err(e) => {
                     self.status.set_error(Some(e.to_string()));
                     return false;
@@ -311,6 +334,7 @@ impl Loader {
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
         tracing::warn!(error = msg, "loader step failed; will retry");
+        metrics::counter!("ugc_loader_retries_total", "step" => "log").increment(1);
         self.status.set_error(Some(msg.to_owned()));
         self.wait(backoff, shutdown).await
     }
@@ -318,7 +342,67 @@ impl Loader {
     async fn wait(&self, backoff: &mut Backoff, shutdown: &mut watch::Receiver<bool>) -> bool {
         tokio::select! {
             _ = shutdown.changed() => true,
-            _ = tokio::time::sleep(backoff.next()) => *shutdown.borrow(),
+            _ = tokio::time::sleep(backoff.next_pause()) => *shutdown.borrow(),
+        }
+    }
+}
+
+/// When the last batch was stored (Unix ms; 0: never), for "time since the last insert",
+/// which the metrics endpoint computes when scraped.
+static LAST_INSERT_MS: AtomicU64 = AtomicU64::new(0);
+
+fn mark_insert() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    LAST_INSERT_MS.store(now, Ordering::Relaxed);
+}
+
+/// Seconds since this process's loader last stored a batch; `None` before the first.
+pub fn seconds_since_last_insert() -> Option<f64> {
+    let last = LAST_INSERT_MS.load(Ordering::Relaxed);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (last > 0).then(|| now.saturating_sub(last) as f64 / 1000.0)
+}
+
+/// Series exist from the start, so a scrape before the first batch shows zeros.
+fn register_metrics() {
+    for name in [
+        "ugc_loader_batches_total",
+        "ugc_loader_rows_total",
+        "ugc_loader_bytes_total",
+        "ugc_loader_duplicates_dropped_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for reason in ["undecodable", "refused_by_store"] {
+        metrics::counter!("ugc_loader_dead_letters_total", "reason" => reason).absolute(0);
+    }
+    for step in ["insert", "log"] {
+        metrics::counter!("ugc_loader_retries_total", "step" => step).absolute(0);
+    }
+    let _ = metrics::histogram!("ugc_loader_insert_duration_seconds");
+}
+
+/// Events in the log not yet committed (in the store), read at most once a second.
+#[derive(Default)]
+struct LagGauge {
+    read_at: Option<Instant>,
+}
+
+impl LagGauge {
+    async fn update(&mut self, consumer: &dyn LogConsumer) {
+        if self
+            .read_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.read_at = Some(Instant::now());
+        if let Ok(lag) = consumer.lag().await {
+            metrics::gauge!("ugc_loader_lag_events").set(lag as f64);
         }
     }
 }
@@ -412,35 +496,4 @@ fn drop_seen(batch: &mut StoreBatch, recent: &RecentIds) {
         let seen = SeenId::new(e.user_id.as_ref(), e.event_id);
         !recent.contains(&seen) && in_batch.insert(seen)
     });
-}
-
-/// Exponential backoff with jitter, so restarted loaders do not retry in lockstep.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    fn new(c: &LoaderConfig) -> Self {
-        Self {
-            min: c.retry_min,
-            max: c.retry_max,
-            current: c.retry_min,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.current = self.min;
-    }
-
-    fn next(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        // Jitter in [50%, 100%] of the step; the clock's nanoseconds are random enough here.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        base.mul_f64(0.5 + (nanos % 1000) as f64 / 2000.0)
-    }
 }

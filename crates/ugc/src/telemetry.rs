@@ -69,6 +69,9 @@ impl Metrics {
         if let Some(rss) = resident_bytes() {
             metrics::gauge!("ugc_process_resident_memory_bytes").set(rss as f64);
         }
+        if let Some(s) = ugc_loader::seconds_since_last_insert() {
+            metrics::gauge!("ugc_loader_seconds_since_last_insert").set(s);
+        }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
             metrics::gauge!("ugc_process_open_fds").set(fds.count() as f64);
         }

@@ -28,6 +28,12 @@ const DOCUMENTED: &[&str] = &[
     "ugc_store_inserts_total",
     "ugc_store_insert_duration_seconds_bucket",
     "ugc_store_errors_total",
+    "ugc_loader_batches_total",
+    "ugc_loader_rows_total",
+    "ugc_loader_bytes_total",
+    "ugc_loader_dead_letters_total",
+    "ugc_loader_retries_total",
+    "ugc_loader_insert_duration_seconds_bucket",
 ];
 
 /// Series (name with labels, as printed) → value.
@@ -157,16 +163,22 @@ async fn counters_move_by_exactly_what_was_sent() {
         )
         .await;
     // Rows are visible while the insert call (events, then progress) still runs, so the
-    // counter, moved when the call returns, may lag the query a little.
+    // counters, moved once the batch is committed, may lag the query a little; then the
+    // loader's lag reads 0 and its last insert is recent.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let later = loop {
         let m = scrape(&server, &server.base).await;
-        if delta(&before, &m, "ugc_store_inserts_total") >= 1.0 {
+        if delta(&before, &m, "ugc_store_inserts_total") >= 1.0
+            && delta(&before, &m, "ugc_loader_rows_total") == 7.0
+            && m.get("ugc_loader_lag_events") == Some(&0.0)
+            && m.contains_key("ugc_loader_seconds_since_last_insert")
+        {
             break m;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "ugc_store_inserts_total did not move"
+            "the store's and loader's counters did not move by the events sent, or the lag \
+             did not reach 0: {m:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -330,7 +342,12 @@ fn the_dashboard_charts_only_documented_metrics() {
         DOCUMENTED
             .iter()
             .any(|d| d.trim_end_matches("_bucket") == base || *d == name)
-            || base == "ugc_events_rejected_total"
+            || [
+                "ugc_events_rejected_total",
+                "ugc_loader_lag_events",
+                "ugc_loader_seconds_since_last_insert",
+            ]
+            .contains(&base)
     };
     let panels = dashboard["panels"].as_array().expect("panels");
     assert!(panels.len() >= 6);
