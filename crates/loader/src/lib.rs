@@ -21,13 +21,13 @@
 
 pub mod dedup;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
-use ugc_log::{Batch, LogConsumer};
+use ugc_log::{Batch, LagReader, LogConsumer, PartitionLag};
 use ugc_model::{Envelope, UserId};
 use ugc_retry::Backoff;
 use ugc_store::{DeadLetter, EventStore, LogPosition, StoreBatch, StoreError};
@@ -73,12 +73,18 @@ pub struct LoaderStatus {
     /// Records dropped because their user's data was erased after they arrived.
     pub erased_dropped: AtomicU64,
     last_error: Mutex<Option<String>>,
+    lag: Mutex<Option<LagReading>>,
 }
 
 impl LoaderStatus {
     /// The error of the most recent failed attempt, cleared by the next success.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
+    }
+
+    /// The lag as last read, per partition this loader owns; `None` before the first.
+    pub fn lag(&self) -> Option<LagReading> {
+        self.lag.lock().map(|l| l.clone()).unwrap_or(None)
     }
 
     fn set_error(&self, e: Option<String>) {
@@ -117,6 +123,12 @@ impl Loader {
     /// Runs until `shutdown` turns true. An uncommitted batch at shutdown is simply
     /// re-delivered at the next start.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        // The lag is read on a task of its own, so a slow answer never holds up a poll;
+        // from the start, so it shows while the store is still awaited.
+        let _lag = AbortOnDrop(tokio::spawn(watch_lag(
+            self.consumer.lag_reader(),
+            self.status.clone(),
+        )));
         let mut backoff = Backoff::new(self.config.retry_min, self.config.retry_max);
         let mut recent = RecentIds::new(self.config.dedup_ids);
         if self
@@ -128,7 +140,6 @@ impl Loader {
         tracing::info!(ids = recent.len(), "loader started");
         backoff.reset();
         let mut erased = Erased::default();
-        let mut lag = LagGauge::default();
         while !*shutdown.borrow() {
             let polled = tokio::select! {
                 _ = shutdown.changed() => break,
@@ -136,10 +147,7 @@ impl Loader {
             };
             let batch = match polled {
                 Ok(Some(b)) => b,
-                Ok(None) => {
-                    lag.update(self.consumer.as_ref()).await;
-                    continue;
-                }
+                Ok(None) => continue,
                 Err(e) => {
                     self.failed(&format!("log poll: {e}"), &mut backoff, &mut shutdown)
                         .await;
@@ -218,7 +226,6 @@ impl Loader {
                 .increment(store_batch.dead_letters.len() as u64);
             metrics::counter!("ugc_loader_duplicates_dropped_total").increment(duplicates as u64);
             mark_insert();
-            lag.update(self.consumer.as_ref()).await;
             backoff.reset();
             self.status.set_error(None);
             self.status
@@ -234,7 +241,14 @@ impl Loader {
                 .dead_letters
                 .fetch_add(store_batch.dead_letters.len() as u64, Ordering::Relaxed);
             self.status.batches_loaded.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(token = %batch.token, rows = store_batch.events.len(), "batch loaded");
+            tracing::info!(
+                batch_token = %batch.token,
+                partition = batch.partition,
+                rows = store_batch.events.len(),
+                dead_letters = store_batch.dead_letters.len(),
+                duplicates,
+                "batch stored"
+            );
         }
     }
 
@@ -386,24 +400,74 @@ fn register_metrics() {
     let _ = metrics::histogram!("ugc_loader_insert_duration_seconds");
 }
 
-/// Events in the log not yet committed (in the store), read at most once a second.
-#[derive(Default)]
-struct LagGauge {
-    read_at: Option<Instant>,
+/// How often the lag is read, and how long one reading may take.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+const LAG_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
-impl LagGauge {
-    async fn update(&mut self, consumer: &dyn LogConsumer) {
-        if self
-            .read_at
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return;
+/// The lag as last read: per partition this loader owns, and when.
+#[derive(Clone, Debug)]
+pub struct LagReading {
+    pub partitions: Vec<PartitionLag>,
+    pub at: SystemTime,
+}
+
+/// Reads the lag (events in the log not yet committed as stored) at most once a second,
+/// each reading bounded by a timeout, into `ugc_loader_lag_events` and `status`. A
+/// partition that left this loader is set to 0: its new owner reports it.
+async fn watch_lag(reader: Arc<dyn LagReader>, status: Arc<LoaderStatus>) {
+    let mut tick = tokio::time::interval(LAG_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown: HashSet<(Option<String>, u32)> = HashSet::new();
+    loop {
+        tick.tick().await;
+        let read = match tokio::time::timeout(LAG_TIMEOUT, reader.read()).await {
+            Ok(r) => r,
+            Err(_) => Err(ugc_log::LogError::Timeout(LAG_TIMEOUT)),
+        };
+        let partitions = match read {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the loader's lag now");
+                continue;
+            }
+        };
+        let owned: HashSet<(Option<String>, u32)> = partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
+        for p in &partitions {
+            lag_gauge(&p.topic, p.partition).set(p.lag as f64);
         }
-        self.read_at = Some(Instant::now());
-        if let Ok(lag) = consumer.lag().await {
-            metrics::gauge!("ugc_loader_lag_events").set(lag as f64);
+        for (topic, partition) in shown.difference(&owned) {
+            lag_gauge(topic, *partition).set(0.0);
         }
+        shown.extend(owned);
+        if let Ok(mut g) = status.lag.lock() {
+            *g = Some(LagReading {
+                partitions,
+                at: SystemTime::now(),
+            });
+        }
+    }
+}
+
+/// The embedded log's one partition has no labels; a Kafka partition has its topic's.
+fn lag_gauge(topic: &Option<String>, partition: u32) -> metrics::Gauge {
+    match topic {
+        None => metrics::gauge!("ugc_loader_lag_events"),
+        Some(t) => metrics::gauge!(
+            "ugc_loader_lag_events",
+            "topic" => t.clone(),
+            "partition" => partition.to_string()
+        ),
     }
 }
 
