@@ -133,7 +133,11 @@ mod tests {
         let h = super::user_hash(id);
         assert_eq!(h.len(), 16);
         assert!(h.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_eq!(h, super::user_hash(id), "stable, so lines can be tied together");
+        assert_eq!(
+            h,
+            super::user_hash(id),
+            "stable, so lines can be tied together"
+        );
         assert_ne!(h, super::user_hash("0190c7e2-6b5f-7cc3-9f0e-2f3b7c1d9a11"));
     }
 

@@ -140,9 +140,7 @@ pub(crate) async fn erase(engine: &(impl Engine + ?Sized), e: &Erasure) -> Resul
     Ok(())
 }
 
-pub(crate) async fn overview(
-    engine: &(impl Engine + ?Sized),
-) -> Result<StoreOverview, StoreError> {
+pub(crate) async fn overview(engine: &(impl Engine + ?Sized)) -> Result<StoreOverview, StoreError> {
     let events: Vec<sql::EventsOverviewRow> =
         rows(engine, sql::events_overview(engine.schema())).await?;
     let dead: Vec<sql::ReasonCountRow> =

@@ -64,7 +64,9 @@ async fn status(State(st): State<StatusState>) -> Json<Value> {
             "newest_event_at": o.newest_event_secs.map(|s| unix_rfc3339(s as f64)),
             "dead_letters_last_hour": o.dead_letters_last_hour,
         }),
-        Ok(Err(e)) => json!({"backend": st.store_backend, "reachable": false, "error": e.to_string()}),
+        Ok(Err(e)) => {
+            json!({"backend": st.store_backend, "reachable": false, "error": e.to_string()})
+        }
         Err(_) => json!({
             "backend": st.store_backend,
             "reachable": false,

@@ -550,7 +550,9 @@ async fn ugc_status_shows_each_partition_with_its_loader_lag_and_dead_letters_an
         let (healthy, report) = status(&urls);
         let owned = owners(&report);
         if healthy
-            && report["partitions"].as_array().is_some_and(|p| p.len() == 3)
+            && report["partitions"]
+                .as_array()
+                .is_some_and(|p| p.len() == 3)
             && owned.len() == 2
             && owned.iter().all(|o| loaders.contains(o.as_str()))
         {
@@ -602,7 +604,9 @@ async fn ugc_status_shows_each_partition_with_its_loader_lag_and_dead_letters_an
             .iter()
             .all(|l| l["last_insert_at"].is_string());
         if healthy
-            && report["partitions"].as_array().is_some_and(|p| p.len() == 3)
+            && report["partitions"]
+                .as_array()
+                .is_some_and(|p| p.len() == 3)
             && owned.len() == 2
             && owned.iter().all(|o| loaders.contains(o.as_str()))
             && report["lag"] == 0
@@ -645,15 +649,18 @@ async fn ugc_status_shows_each_partition_with_its_loader_lag_and_dead_letters_an
     }
     // The table says the same: one line per partition, ending with its owner.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ugc"))
-        .args(["status", "--url", urls[0], "--url", urls[1], "--url", urls[2]])
+        .args([
+            "status", "--url", urls[0], "--url", urls[1], "--url", urls[2],
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
     for p in 0..3 {
         assert!(
-            text.lines().any(|l| l.starts_with(&format!("ugc.events/{p} "))
-                && (l.ends_with(urls[1]) || l.ends_with(urls[2]))),
+            text.lines()
+                .any(|l| l.starts_with(&format!("ugc.events/{p} "))
+                    && (l.ends_with(urls[1]) || l.ends_with(urls[2]))),
             "no line for partition {p} with its owner:\n{text}"
         );
     }

@@ -316,7 +316,9 @@ async fn a_request_id_is_echoed_logged_and_stored_with_the_event() {
     };
     let fields = &batch["fields"];
     assert!(
-        fields["batch_token"].as_str().is_some_and(|t| !t.is_empty())
+        fields["batch_token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
             && fields["partition"].is_u64()
             && fields["rows"].as_u64().is_some_and(|r| r > 0),
         "{batch}"
@@ -496,7 +498,9 @@ async fn ugc_status_says_healthy_or_not() {
         if out.status.success()
             && inst["store_rows"].as_u64().is_some_and(|n| n >= 2)
             && inst["last_insert_at"].is_string()
-            && report["partitions"].as_array().is_some_and(|p| p.len() == 1)
+            && report["partitions"]
+                .as_array()
+                .is_some_and(|p| p.len() == 1)
             && report["lag"] == 0
         {
             break report;
