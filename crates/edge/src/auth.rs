@@ -212,11 +212,14 @@ impl Verifier {
         })
     }
 
+    /// Verifies the token and names its user (hashed) on the request's log span.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        self.verify_at(token, now)
+        let p = self.verify_at(token, now)?;
+        crate::observe::record_user(p.user.as_str());
+        Ok(p)
     }
 
     fn verify_at(&self, token: &str, now: u64) -> Result<Principal, AuthError> {

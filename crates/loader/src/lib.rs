@@ -21,20 +21,15 @@
 
 pub mod dedup;
 
-/// How often an idle loader asks the log how many records wait for it, how long it
-/// waits for the answer, and how much longer it waits before asking a log that was slow.
-const LAG_CHECK_EVERY: Duration = Duration::from_secs(1);
-const LAG_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
-const LAG_CHECK_SLOW: Duration = Duration::from_secs(10);
-
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
-use ugc_log::{Batch, LogConsumer};
+use ugc_log::{Batch, LagReader, LogConsumer, PartitionLag};
 use ugc_model::{Envelope, UserId};
+use ugc_retry::Backoff;
 use ugc_store::{DeadLetter, EventStore, LogPosition, StoreBatch, StoreError};
 
 use crate::dedup::{RecentIds, SeenId};
@@ -81,6 +76,7 @@ pub struct LoaderStatus {
     /// Records dropped because their user's data was erased after they arrived.
     pub erased_dropped: AtomicU64,
     last_error: Mutex<Option<String>>,
+    lag: Mutex<Option<LagReading>>,
     stall_after: Option<Duration>,
     progress: Mutex<Progress>,
 }
@@ -111,6 +107,7 @@ impl LoaderStatus {
             duplicates_dropped: AtomicU64::new(0),
             erased_dropped: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            lag: Mutex::new(None),
             stall_after,
             progress: Mutex::new(Progress {
                 // Until the first poll says otherwise, a new member owns nothing yet.
@@ -189,6 +186,11 @@ impl LoaderStatus {
         self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
     }
 
+    /// The lag as last read, per partition this loader owns; `None` before the first.
+    pub fn lag(&self) -> Option<LagReading> {
+        self.lag.lock().map(|l| l.clone()).unwrap_or(None)
+    }
+
     fn set_error(&self, e: Option<String>) {
         if let Ok(mut g) = self.last_error.lock() {
             *g = e;
@@ -209,6 +211,7 @@ impl Loader {
         store: Arc<dyn EventStore>,
         config: LoaderConfig,
     ) -> Self {
+        register_metrics();
         Self {
             consumer,
             store,
@@ -224,7 +227,13 @@ impl Loader {
     /// Runs until `shutdown` turns true. An uncommitted batch at shutdown is simply
     /// re-delivered at the next start.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(&self.config);
+        // The lag is read on a task of its own, so a slow answer never holds up a poll;
+        // from the start, so it shows while the store is still awaited.
+        let _lag = AbortOnDrop(tokio::spawn(watch_lag(
+            self.consumer.lag_reader(),
+            self.status.clone(),
+        )));
+        let mut backoff = Backoff::new(self.config.retry_min, self.config.retry_max);
         let mut recent = RecentIds::new(self.config.dedup_ids);
         if self
             .remember_stored(&mut recent, &mut backoff, &mut shutdown)
@@ -235,7 +244,6 @@ impl Loader {
         tracing::info!(ids = recent.len(), "loader started");
         backoff.reset();
         let mut erased = Erased::default();
-        let mut lag_checked = Instant::now();
         while !*shutdown.borrow() {
             let polled = tokio::select! {
                 _ = shutdown.changed() => break,
@@ -245,25 +253,7 @@ impl Loader {
             self.status.owned(owned);
             let batch = match polled {
                 Ok(Some(b)) => b,
-                Ok(None) => {
-                    // Nothing came: either nothing is left, or records wait that never
-                    // reach this loader (its fetches stopped). Ask the log which, now
-                    // and then — only when idle, so loading is never slowed by it.
-                    if owned != Some(0) && Instant::now() >= lag_checked {
-                        // Bounded: the loop must get back to polling (a rebalance only
-                        // runs inside a poll); a log slow to answer is asked less often.
-                        let lag =
-                            tokio::time::timeout(LAG_CHECK_TIMEOUT, self.consumer.lag()).await;
-                        lag_checked = Instant::now() + LAG_CHECK_EVERY;
-                        match lag {
-                            Ok(Ok(0)) => self.status.progressed(),
-                            Ok(Ok(n)) => self.status.waiting(n),
-                            Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the log's lag"),
-                            Err(_) => lag_checked += LAG_CHECK_SLOW,
-                        }
-                    }
-                    continue;
-                }
+                Ok(None) => continue,
                 Err(e) => {
                     self.failed(&format!("log poll: {e}"), &mut backoff, &mut shutdown)
                         .await;
@@ -282,6 +272,7 @@ impl Loader {
                 }
             }
             let mut store_batch = decode(&batch);
+            let bytes: usize = batch.records.iter().map(|r| r.payload.len()).sum();
             if !store_batch.dead_letters.is_empty() {
                 let rejected: Vec<(u64, String)> = store_batch
                     .dead_letters
@@ -303,7 +294,9 @@ impl Loader {
             // Insert, then commit, each retried until it succeeds or we shut down. A batch
             // the log has meanwhile given to another consumer is left to that one.
             let mut abandoned = false;
+            let started = Instant::now();
             while !self.load(&store_batch).await {
+                metrics::counter!("ugc_loader_retries_total", "step" => "insert").increment(1);
                 if self.wait(&mut backoff, &mut shutdown).await {
                     return;
                 }
@@ -327,9 +320,18 @@ impl Loader {
                     }
                 }
             }
+            metrics::histogram!("ugc_loader_insert_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
             for (_, e) in &store_batch.events {
                 recent.insert(SeenId::new(e.user_id.as_ref(), e.event_id));
             }
+            metrics::counter!("ugc_loader_batches_total").increment(1);
+            metrics::counter!("ugc_loader_rows_total").increment(store_batch.events.len() as u64);
+            metrics::counter!("ugc_loader_bytes_total").increment(bytes as u64);
+            metrics::counter!("ugc_loader_dead_letters_total", "reason" => "undecodable")
+                .increment(store_batch.dead_letters.len() as u64);
+            metrics::counter!("ugc_loader_duplicates_dropped_total").increment(duplicates as u64);
+            mark_insert();
             backoff.reset();
             self.status.set_error(None);
             self.status.progressed();
@@ -346,7 +348,14 @@ impl Loader {
                 .dead_letters
                 .fetch_add(store_batch.dead_letters.len() as u64, Ordering::Relaxed);
             self.status.batches_loaded.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(token = %batch.token, rows = store_batch.events.len(), "batch loaded");
+            tracing::info!(
+                batch_token = %batch.token,
+                partition = batch.partition,
+                rows = store_batch.events.len(),
+                dead_letters = store_batch.dead_letters.len(),
+                duplicates,
+                "batch stored"
+            );
         }
     }
 
@@ -409,11 +418,15 @@ impl Loader {
             };
             match self.store.insert(&single).await {
                 Ok(()) => {}
-                Err(StoreError::Rejected(reason)) => dead.push(DeadLetter {
-                    position: *pos,
-                    reason: format!("store refused the row: {reason}"),
-                    payload: env.encode(),
-                }),
+                Err(StoreError::Rejected(reason)) => {
+                    metrics::counter!("ugc_loader_dead_letters_total", "reason" => "refused_by_store")
+                        .increment(1);
+                    dead.push(DeadLetter {
+                        position: *pos,
+                        reason: format!("store refused the row: {reason}"),
+                        payload: env.encode(),
+                    })
+                }
                 Err(e) => {
                     self.status.set_error(Some(e.to_string()));
                     return false;
@@ -442,6 +455,7 @@ impl Loader {
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
         tracing::warn!(error = msg, "loader step failed; will retry");
+        metrics::counter!("ugc_loader_retries_total", "step" => "log").increment(1);
         self.status.set_error(Some(msg.to_owned()));
         self.wait(backoff, shutdown).await
     }
@@ -449,8 +463,123 @@ impl Loader {
     async fn wait(&self, backoff: &mut Backoff, shutdown: &mut watch::Receiver<bool>) -> bool {
         tokio::select! {
             _ = shutdown.changed() => true,
-            _ = tokio::time::sleep(backoff.next()) => *shutdown.borrow(),
+            _ = tokio::time::sleep(backoff.next_pause()) => *shutdown.borrow(),
         }
+    }
+}
+
+/// When the last batch was stored (Unix ms; 0: never), for "time since the last insert",
+/// which the metrics endpoint computes when scraped.
+static LAST_INSERT_MS: AtomicU64 = AtomicU64::new(0);
+
+fn mark_insert() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    LAST_INSERT_MS.store(now, Ordering::Relaxed);
+}
+
+/// Seconds since this process's loader last stored a batch; `None` before the first.
+pub fn seconds_since_last_insert() -> Option<f64> {
+    let last = LAST_INSERT_MS.load(Ordering::Relaxed);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (last > 0).then(|| now.saturating_sub(last) as f64 / 1000.0)
+}
+
+/// Series exist from the start, so a scrape before the first batch shows zeros.
+fn register_metrics() {
+    for name in [
+        "ugc_loader_batches_total",
+        "ugc_loader_rows_total",
+        "ugc_loader_bytes_total",
+        "ugc_loader_duplicates_dropped_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for reason in ["undecodable", "refused_by_store"] {
+        metrics::counter!("ugc_loader_dead_letters_total", "reason" => reason).absolute(0);
+    }
+    for step in ["insert", "log"] {
+        metrics::counter!("ugc_loader_retries_total", "step" => step).absolute(0);
+    }
+    let _ = metrics::histogram!("ugc_loader_insert_duration_seconds");
+}
+
+/// How often the lag is read, and how long one reading may take.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+const LAG_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The lag as last read: per partition this loader owns, and when.
+#[derive(Clone, Debug)]
+pub struct LagReading {
+    pub partitions: Vec<PartitionLag>,
+    pub at: SystemTime,
+}
+
+/// Reads the lag (events in the log not yet committed as stored) at most once a second,
+/// each reading bounded by a timeout, into `ugc_loader_lag_events` and `status`. A
+/// partition that left this loader is set to 0: its new owner reports it.
+async fn watch_lag(reader: Arc<dyn LagReader>, status: Arc<LoaderStatus>) {
+    let mut tick = tokio::time::interval(LAG_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown: HashSet<(Option<String>, u32)> = HashSet::new();
+    loop {
+        tick.tick().await;
+        let read = match tokio::time::timeout(LAG_TIMEOUT, reader.read()).await {
+            Ok(r) => r,
+            Err(_) => Err(ugc_log::LogError::Timeout(LAG_TIMEOUT)),
+        };
+        let partitions = match read {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the loader's lag now");
+                continue;
+            }
+        };
+        let owned: HashSet<(Option<String>, u32)> = partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
+        for p in &partitions {
+            lag_gauge(&p.topic, p.partition).set(p.lag as f64);
+        }
+        for (topic, partition) in shown.difference(&owned) {
+            lag_gauge(topic, *partition).set(0.0);
+        }
+        shown.extend(owned);
+        // Whether records wait that this loader is not loading: the stall check's input.
+        match partitions.iter().map(|p| p.lag).sum::<u64>() {
+            0 => status.progressed(),
+            waiting => status.waiting(waiting),
+        }
+        if let Ok(mut g) = status.lag.lock() {
+            *g = Some(LagReading {
+                partitions,
+                at: SystemTime::now(),
+            });
+        }
+    }
+}
+
+/// The embedded log's one partition has no labels; a Kafka partition has its topic's.
+fn lag_gauge(topic: &Option<String>, partition: u32) -> metrics::Gauge {
+    match topic {
+        None => metrics::gauge!("ugc_loader_lag_events"),
+        Some(t) => metrics::gauge!(
+            "ugc_loader_lag_events",
+            "topic" => t.clone(),
+            "partition" => partition.to_string()
+        ),
     }
 }
 
@@ -544,38 +673,6 @@ fn drop_seen(batch: &mut StoreBatch, recent: &RecentIds) {
         !recent.contains(&seen) && in_batch.insert(seen)
     });
 }
-
-/// Exponential backoff with jitter, so restarted loaders do not retry in lockstep.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    fn new(c: &LoaderConfig) -> Self {
-        Self {
-            min: c.retry_min,
-            max: c.retry_max,
-            current: c.retry_min,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.current = self.min;
-    }
-
-    fn next(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        // Jitter in [50%, 100%] of the step; the clock's nanoseconds are random enough here.
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        base.mul_f64(0.5 + (nanos % 1000) as f64 / 2000.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{Batch, LogConsumer, LogError, LogProducer, LogRecord, OutRecord};
+use crate::{
+    Batch, LagReader, LogConsumer, LogError, LogProducer, LogRecord, OutRecord, PartitionLag,
+};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -211,6 +213,10 @@ impl LogProducer for EmbeddedProducer {
         }
         Ok(())
     }
+
+    fn queue_depth(&self) -> Option<u64> {
+        Some((self.tx.max_capacity() - self.tx.capacity()) as u64)
+    }
 }
 
 pub struct EmbeddedConsumer {
@@ -365,9 +371,32 @@ impl LogConsumer for EmbeddedConsumer {
         .await
     }
 
-    async fn lag(&self) -> Result<u64, LogError> {
+    fn lag_reader(&self) -> Arc<dyn LagReader> {
+        Arc::new(EmbeddedLag {
+            db: self.db.clone(),
+            head: self.head.clone(),
+        })
+    }
+}
+
+/// The one partition's lag: appended (the writer's head) minus committed.
+struct EmbeddedLag {
+    db: Arc<Database>,
+    head: watch::Receiver<u64>,
+}
+
+#[async_trait]
+impl LagReader for EmbeddedLag {
+    async fn read(&self) -> Result<Vec<PartitionLag>, LogError> {
         let committed = blocking(&self.db, position).await?.committed;
-        Ok(self.head.borrow().saturating_sub(committed))
+        let end = *self.head.borrow();
+        Ok(vec![PartitionLag {
+            topic: None,
+            partition: 0,
+            end,
+            committed,
+            lag: end.saturating_sub(committed),
+        }])
     }
 }
 
@@ -392,12 +421,12 @@ mod tests {
         p.append(vec![rec("a"), rec("b")]).await.unwrap();
         p.append(vec![rec("c")]).await.unwrap();
         let mut c = log.consumer();
-        assert_eq!(c.lag().await.unwrap(), 3);
+        assert_eq!(c.lag_reader().read().await.unwrap()[0].lag, 3);
         let b = c.poll(2, Duration::from_millis(10)).await.unwrap().unwrap();
         assert_eq!((b.start, b.end), (0, 2));
         assert_eq!(b.records[1].payload, b"b");
         c.commit(&b).await.unwrap();
-        assert_eq!(c.lag().await.unwrap(), 1);
+        assert_eq!(c.lag_reader().read().await.unwrap()[0].lag, 1);
         assert!(
             read_range(&c.db, 0, 2).unwrap().is_empty(),
             "committed records are reclaimed"

@@ -57,6 +57,31 @@ pub trait LogProducer: Send + Sync + 'static {
 
     /// Cheap readiness probe: can an append succeed right now?
     async fn check(&self) -> Result<(), LogError>;
+
+    /// Appends waiting in the producer's own queue, read without waiting: the embedded
+    /// log's requests before the group commit, Kafka's records not yet acknowledged.
+    fn queue_depth(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Records appended to one partition but not yet committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The topic (Kafka), or `None` for the embedded log's one partition.
+    pub topic: Option<String>,
+    pub partition: u32,
+    /// The log's end (the next offset to be appended) and the committed position.
+    pub end: u64,
+    pub committed: u64,
+    /// `end - committed`.
+    pub lag: u64,
+}
+
+#[async_trait]
+pub trait LagReader: Send + Sync + 'static {
+    /// The lag of each partition the consumer owns right now.
+    async fn read(&self) -> Result<Vec<PartitionLag>, LogError>;
 }
 
 /// A record as the consumer sees it, with its position in the log.
@@ -98,8 +123,9 @@ pub trait LogConsumer: Send + Sync + 'static {
     /// log reclaim it.
     async fn commit(&mut self, batch: &Batch) -> Result<(), LogError>;
 
-    /// Records appended but not yet committed.
-    async fn lag(&self) -> Result<u64, LogError>;
+    /// Reads how far behind this consumer is, apart from it: the loader reads it on a
+    /// task of its own, so a slow answer (a broker away) never holds up a poll.
+    fn lag_reader(&self) -> std::sync::Arc<dyn LagReader>;
 
     /// Copies records of `batch` that the loader could not decode — `(offset, reason)` —
     /// to the log's own dead-letter destination, returning once they are durable there.

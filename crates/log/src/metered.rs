@@ -70,4 +70,18 @@ impl LogProducer for Metered {
     async fn check(&self) -> Result<(), LogError> {
         self.inner.check().await
     }
+
+    fn queue_depth(&self) -> Option<u64> {
+        self.inner.queue_depth()
+    }
+}
+
+impl Metered {
+    /// Sets `ugc_log_queue_depth` from the producer's queue; the metrics endpoint calls
+    /// it when scraped.
+    pub fn record_queue_depth(&self) {
+        if let Some(depth) = self.inner.queue_depth() {
+            metrics::gauge!("ugc_log_queue_depth", "backend" => self.backend).set(depth as f64);
+        }
+    }
 }

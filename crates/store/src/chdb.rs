@@ -21,6 +21,7 @@ use crate::sandbox::{self, ParsedSelect};
 use crate::sql::{self, DeadLetterRow, EventRow, ProgressRow, Schema};
 use crate::{
     Column, Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError,
+    StoreOverview,
 };
 
 #[derive(Clone, Debug)]
@@ -237,6 +238,10 @@ impl EventStore for ChdbStore {
 
     async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError> {
         engine::rows_left(self, erasure).await
+    }
+
+    async fn overview(&self) -> Result<StoreOverview, StoreError> {
+        engine::overview(self).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

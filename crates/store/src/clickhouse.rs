@@ -30,7 +30,9 @@ use crate::engine::{self, Engine};
 use crate::errors::{self, for_insert};
 use crate::sandbox;
 use crate::sql::{self, DeadLetterRow, Dialect, EventRow, ProgressRow, Schema};
-use crate::{Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError};
+use crate::{
+    Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError, StoreOverview,
+};
 
 #[derive(Clone, Debug)]
 pub struct ClickHouseConfig {
@@ -562,6 +564,10 @@ impl EventStore for ClickHouseStore {
 
     async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError> {
         engine::rows_left(self, erasure).await
+    }
+
+    async fn overview(&self) -> Result<StoreOverview, StoreError> {
+        engine::overview(self).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

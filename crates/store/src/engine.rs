@@ -9,7 +9,7 @@ use std::time::Duration;
 use ugc_model::{EventId, FilmId, UserId};
 
 use crate::sql::{self, CountRow, ErasureRow, ProgressOut, Schema};
-use crate::{Erasure, Progress, StoreError};
+use crate::{Erasure, Progress, StoreError, StoreOverview};
 
 #[async_trait]
 pub(crate) trait Engine: Send + Sync {
@@ -138,6 +138,19 @@ pub(crate) async fn erase(engine: &(impl Engine + ?Sized), e: &Erasure) -> Resul
         engine.execute(stmt).await?;
     }
     Ok(())
+}
+
+pub(crate) async fn overview(engine: &(impl Engine + ?Sized)) -> Result<StoreOverview, StoreError> {
+    let events: Vec<sql::EventsOverviewRow> =
+        rows(engine, sql::events_overview(engine.schema())).await?;
+    let dead: Vec<sql::ReasonCountRow> =
+        rows(engine, sql::dead_letters_last_hour(engine.schema())).await?;
+    let first = events.first();
+    Ok(StoreOverview {
+        rows: first.map_or(0, |r| r.n),
+        newest_event_secs: first.map(|r| r.newest).filter(|s| *s > 0),
+        dead_letters_last_hour: dead.into_iter().map(|r| (r.reason, r.n)).collect(),
+    })
 }
 
 pub(crate) async fn rows_left(

@@ -97,6 +97,19 @@ pub struct QueryRows {
     pub truncated: bool,
 }
 
+/// What an operator asks of the store: how much it holds, how fresh it is, and what
+/// went to dead letters lately.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StoreOverview {
+    /// Rows of `events` (before background merges fold repeats).
+    pub rows: u64,
+    /// Unix seconds of the newest stored event's arrival; `None` while empty.
+    pub newest_event_secs: Option<u64>,
+    /// Dead letters stored within the last hour, by reason: `undecodable` (the log
+    /// record is not an event) or `refused_by_store`.
+    pub dead_letters_last_hour: std::collections::BTreeMap<String, u64>,
+}
+
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Column {
     pub name: String,
@@ -156,4 +169,7 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Is the store usable right now?
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Rows stored, the newest arrival, and dead letters by reason in the last hour.
+    async fn overview(&self) -> Result<StoreOverview, StoreError>;
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ugc_model::{EventId, FilmId, UserId};
 
-use crate::{Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError};
+use crate::{
+    Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError, StoreOverview,
+};
 
 pub struct Metered {
     inner: Arc<dyn EventStore>,
@@ -20,6 +22,7 @@ const READS: &[&str] = &[
     "recent_event_ids",
     "erasures",
     "rows_left",
+    "overview",
 ];
 
 impl Metered {
@@ -145,5 +148,9 @@ impl EventStore for Metered {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+
+    async fn overview(&self) -> Result<StoreOverview, StoreError> {
+        read("overview", self.inner.overview()).await
     }
 }

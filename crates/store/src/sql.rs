@@ -293,6 +293,42 @@ impl ErasureRow {
     }
 }
 
+/// Rows of `events` and the newest arrival (Unix seconds; 0 while empty).
+pub fn events_overview(s: &Schema) -> String {
+    format!(
+        "SELECT count() AS n, toUInt64(toUnixTimestamp(max(received_at))) AS newest FROM {}.events",
+        s.db()
+    )
+}
+
+/// Dead letters stored within the last hour by reason class (the loader's metric's
+/// `reason`), each log position once (the table folds repeats only when it merges).
+pub fn dead_letters_last_hour(s: &Schema) -> String {
+    format!(
+        "SELECT if(position(reason, 'store refused the row') = 1, 'refused_by_store', 'undecodable') \
+         AS reason, uniqExact(log_partition, log_offset) AS n FROM {}.dead_letters \
+         WHERE loaded_at >= now() - 3600 GROUP BY reason",
+        s.db()
+    )
+}
+
+/// A row of [`events_overview`].
+#[derive(Deserialize)]
+pub struct EventsOverviewRow {
+    #[serde(deserialize_with = "lenient_u64")]
+    pub n: u64,
+    #[serde(deserialize_with = "lenient_u64")]
+    pub newest: u64,
+}
+
+/// A row of [`dead_letters_last_hour`].
+#[derive(Deserialize)]
+pub struct ReasonCountRow {
+    pub reason: String,
+    #[serde(deserialize_with = "lenient_u64")]
+    pub n: u64,
+}
+
 /// The count of [`user_rows`].
 #[derive(Deserialize)]
 pub struct CountRow {

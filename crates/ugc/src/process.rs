@@ -76,7 +76,7 @@ impl EventLog {
     }
 
     /// The producer, counted (`ugc_log_*`, `ugc_events_accepted_total`).
-    pub fn producer(&self) -> anyhow::Result<Arc<dyn LogProducer>> {
+    pub fn producer(&self) -> anyhow::Result<Arc<ugc_log::metered::Metered>> {
         let (inner, backend): (Arc<dyn LogProducer>, _) = match self {
             EventLog::Embedded(l) => (Arc::new(l.producer()), "embedded"),
             EventLog::Kafka(l) => (Arc::new(l.producer()?), "kafka"),

@@ -21,7 +21,7 @@ use ugc_store::{EventStore, QueryLimits, StoreError};
 use crate::configuration::Settings;
 use crate::configuration::{ProcessRole, StoreBackend, name_of};
 use crate::process::{self, EventLog};
-use crate::telemetry;
+use crate::{status, telemetry};
 
 /// The auth configuration, generating a development secret into the data directory
 /// when no key is configured, so that `ugc` and `ugc token` work together out of the box.
@@ -93,7 +93,7 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
         Arc::new(ugc_store::metered::Metered::new(open_store(&s).await?));
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut loader_status = Arc::default();
+    let mut loader_status: Arc<ugc_loader::LoaderStatus> = Arc::default();
     let loader = if role.runs_loader() {
         let loader = Loader::new(
             log.consumer()?,
@@ -112,10 +112,22 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
         None
     };
 
+    let status_router = status::router(status::StatusState {
+        role: name_of(&role),
+        log_backend: name_of(&s.log_backend),
+        store_backend: name_of(&s.store),
+        store: store.clone(),
+        loader: role.runs_loader().then(|| loader_status.clone()),
+    });
     let mut relay = None;
     let router = if role.runs_api() {
         let content = open_content(&s).await?;
         let producer = log.producer()?;
+        metrics.on_scrape({
+            let p = producer.clone();
+            move || p.record_queue_depth()
+        });
+        let producer: Arc<dyn ugc_log::LogProducer> = producer;
         relay = Some(content.spawn_relay(producer.clone(), stop_tx.subscribe()));
         let limits = QueryLimits {
             max_rows: s.query_max_rows,
@@ -149,7 +161,8 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
         ugc_edge::router(state)
     } else {
         process::loader_router(store, loader_status)
-    };
+    }
+    .merge(status_router);
     let router = match s.metrics_listen {
         None => router.merge(metrics.router()),
         Some(addr) => {

@@ -1,4 +1,5 @@
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
 
 use tracing_subscriber::EnvFilter;
 
@@ -29,7 +30,11 @@ pub fn init(filter: &str, format: LogFormat) {
 pub struct Metrics {
     handle: metrics_exporter_prometheus::PrometheusHandle,
     started: std::time::Instant,
+    /// Gauges read when scraped (queue depths), registered by the stages that own them.
+    on_scrape: Arc<Mutex<Vec<ScrapeHook>>>,
 }
+
+type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
 /// Latency buckets (seconds) of every histogram: from a group-committed append
 /// (sub-millisecond) to a slow analyst query.
@@ -59,18 +64,36 @@ pub fn install_metrics(
     Ok(Metrics {
         handle,
         started: std::time::Instant::now(),
+        on_scrape: Arc::default(),
     })
 }
 
 impl Metrics {
+    /// Runs `hook` before each scrape: for gauges that are cheap to read and would be
+    /// stale if set any other way.
+    pub fn on_scrape(&self, hook: impl Fn() + Send + Sync + 'static) {
+        if let Ok(mut hooks) = self.on_scrape.lock() {
+            hook();
+            hooks.push(Box::new(hook));
+        }
+    }
+
     /// The Prometheus text of every metric, with the process's own read just now.
     pub fn render(&self) -> String {
         metrics::gauge!("ugc_process_uptime_seconds").set(self.started.elapsed().as_secs_f64());
         if let Some(rss) = resident_bytes() {
             metrics::gauge!("ugc_process_resident_memory_bytes").set(rss as f64);
         }
+        if let Some(s) = ugc_loader::seconds_since_last_insert() {
+            metrics::gauge!("ugc_loader_seconds_since_last_insert").set(s);
+        }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
             metrics::gauge!("ugc_process_open_fds").set(fds.count() as f64);
+        }
+        if let Ok(hooks) = self.on_scrape.lock() {
+            for hook in hooks.iter() {
+                hook();
+            }
         }
         self.handle.render()
     }

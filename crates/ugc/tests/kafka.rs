@@ -799,3 +799,222 @@ async fn a_loader_that_owns_no_partition_past_the_stall_time_is_not_ready() {
     }
     stop_load(&shared, tasks).await;
 }
+
+/// `ugc status --json` against `urls`.
+fn status(urls: &[&str]) -> (bool, Value) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ugc"));
+    c.args(["status", "--json"]);
+    for u in urls {
+        c.args(["--url", u]);
+    }
+    let out = c.output().expect("ugc status runs");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ugc status printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn ugc_status_shows_each_partition_with_its_loader_lag_and_dead_letters_and_fails_with_the_store_stopped()
+ {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    // Members resume at the last commit after the second one joins: SQLite storage.
+    let broker = Tansu::start(Storage::Sqlite);
+    // A store of this test's own, to stop at the end.
+    let mut clickhouse =
+        tokio::task::spawn_blocking(ugc_testkit::clickhouse::ClickHouse::start_single)
+            .await
+            .unwrap()
+            .expect("a ClickHouse server for the store");
+    let group = format!("status-{}", uuid::Uuid::new_v4().simple());
+    let url = clickhouse.url();
+    let with = |role: &str| {
+        let mut a = kafka_args(&broker.brokers());
+        a.extend(
+            [
+                "--role",
+                role,
+                "--kafka-group",
+                &group,
+                "--kafka-session-timeout-ms",
+                "6000",
+                "--store",
+                "clickhouse",
+                "--clickhouse-url",
+                &url,
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    let api = Server::start(&args(&with("api"))).await;
+    let first = Server::start(&args(&with("loader"))).await;
+    let second = Server::start(&args(&with("loader"))).await;
+    let urls = [api.base.as_str(), first.base.as_str(), second.base.as_str()];
+    let loaders = HashSet::from([first.base.as_str(), second.base.as_str()]);
+    let owners = |report: &Value| -> HashSet<String> {
+        report["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["owner"].as_str().map(str::to_owned))
+            .collect()
+    };
+
+    // First the group settles: the three partitions shared by the two loaders.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (healthy, report) = status(&urls);
+        let owned = owners(&report);
+        if healthy
+            && report["partitions"]
+                .as_array()
+                .is_some_and(|p| p.len() == 3)
+            && owned.len() == 2
+            && owned.iter().all(|o| loaders.contains(o.as_str()))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the loaders never shared the partitions: {report:#}\n{}\n{}",
+            tail("first loader", &first.log()),
+            tail("second loader", &second.log())
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Events of many users, so that every partition has some, and one undecodable
+    // record straight to each of the three partitions.
+    let users: Vec<String> = (0..12).map(|_| new_user()).collect();
+    for (i, user) in users.iter().enumerate() {
+        let (code, body) = api
+            .post(
+                "/api/v1/events",
+                &api.token(user, &[]),
+                &json!({"type":"view_progress","film_id":FILM,"film_timestamp":i}),
+            )
+            .await;
+        assert_eq!(code, 202, "{body}");
+    }
+    for p in 0..3 {
+        broker.produce("ugc.events", p, None, b"{\"not\": \"an envelope\"");
+    }
+    api.wait_for(
+        &format!(
+            "SELECT count() AS n FROM ugc.events WHERE {}",
+            of_users(&users)
+        ),
+        json!(12),
+        Duration::from_secs(120),
+    )
+    .await;
+
+    // Every partition owned by one of the two loaders, each loader owning some, the lag 0,
+    // both loaders having inserted (each partition had a record), and the dead letters
+    // of the last hour counted.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let report = loop {
+        let (healthy, report) = status(&urls);
+        let owned = owners(&report);
+        let inserted = report["instances"].as_array().unwrap()[1..]
+            .iter()
+            .all(|l| l["last_insert_at"].is_string());
+        if healthy
+            && report["partitions"]
+                .as_array()
+                .is_some_and(|p| p.len() == 3)
+            && owned.len() == 2
+            && owned.iter().all(|o| loaders.contains(o.as_str()))
+            && report["lag"] == 0
+            && inserted
+            && report["store"]["dead_letters_last_hour"]["undecodable"] == 3
+        {
+            break report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never settled: {report:#}\n{}\n{}\n{}",
+            tail("first loader", &first.log()),
+            tail("second loader", &second.log()),
+            tail("tansu", &broker.log())
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut seen: Vec<u64> = report["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["topic"], "ugc.events", "{p}");
+            assert_eq!(p["end"], p["committed"], "{p}");
+            p["partition"].as_u64().unwrap()
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2], "each partition once: {report:#}");
+    let roles: Vec<&str> = report["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["role"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(roles, ["api", "loader", "loader"]);
+    for i in report["instances"].as_array().unwrap() {
+        assert_eq!(i["store_reachable"], true, "{i}");
+        assert!(i["store_rows"].as_u64().is_some_and(|n| n >= 12), "{i}");
+    }
+    // The table says the same: one line per partition, ending with its owner.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ugc"))
+        .args([
+            "status", "--url", urls[0], "--url", urls[1], "--url", urls[2],
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    for p in 0..3 {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("ugc.events/{p} "))
+                    && (l.ends_with(urls[1]) || l.ends_with(urls[2]))),
+            "no line for partition {p} with its owner:\n{text}"
+        );
+    }
+    // The Kafka producer's metrics are there on the API.
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "ugc_log_queue_depth{backend=\"kafka\"}",
+        "ugc_log_kafka_delivery_errors_total{reason=\"timed_out\"}",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+
+    // With the store stopped, every role says so and the status fails.
+    tokio::task::spawn_blocking(move || {
+        clickhouse.stop().unwrap();
+        clickhouse
+    })
+    .await
+    .unwrap();
+    let (healthy, report) = status(&urls);
+    assert!(!healthy, "a stopped store must fail the status: {report:#}");
+    assert_eq!(report["healthy"], false);
+    for i in report["instances"].as_array().unwrap() {
+        assert_eq!(i["store_reachable"], false, "{i}");
+        assert!(i["problems"].to_string().contains("store"), "{i}");
+    }
+}

@@ -23,12 +23,44 @@ const DOCUMENTED: &[&str] = &[
     "ugc_log_appends_total",
     "ugc_log_append_duration_seconds_bucket",
     "ugc_log_unavailable_total",
+    "ugc_log_queue_depth",
     "ugc_store_reads_total",
     "ugc_store_read_duration_seconds_bucket",
     "ugc_store_inserts_total",
     "ugc_store_insert_duration_seconds_bucket",
     "ugc_store_errors_total",
+    "ugc_loader_batches_total",
+    "ugc_loader_rows_total",
+    "ugc_loader_bytes_total",
+    "ugc_loader_dead_letters_total",
+    "ugc_loader_retries_total",
+    "ugc_loader_duplicates_dropped_total",
+    "ugc_loader_insert_duration_seconds_bucket",
 ];
+
+/// Documented metrics that appear a moment after start: the lag with its first reading
+/// (about a second), the time since the last insert with the first batch, rejections
+/// (labelled by type and reason) with the first.
+const DOCUMENTED_LATER: &[&str] = &[
+    "ugc_events_rejected_total",
+    "ugc_loader_lag_events",
+    "ugc_loader_seconds_since_last_insert",
+];
+
+/// Documented metrics of the Kafka log only, there from start when it is the log.
+const DOCUMENTED_KAFKA: &[&str] = &["ugc_log_kafka_delivery_errors_total"];
+
+fn has(m: &BTreeMap<String, f64>, name: &str) -> bool {
+    m.keys()
+        .any(|s| s == name || s.starts_with(&format!("{name}{{")))
+}
+
+/// The sum of every series of `name`, whatever its labels, and how many there are.
+fn total(m: &BTreeMap<String, f64>, name: &str) -> (f64, usize) {
+    m.iter()
+        .filter(|(s, _)| *s == name || s.starts_with(&format!("{name}{{")))
+        .fold((0.0, 0), |(sum, n), (_, v)| (sum + v, n + 1))
+}
 
 /// Series (name with labels, as printed) → value.
 async fn scrape(server: &Server, base: &str) -> BTreeMap<String, f64> {
@@ -61,13 +93,12 @@ fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, series: 
 async fn counters_move_by_exactly_what_was_sent() {
     let server = Server::start(&[]).await;
     let before = scrape(&server, &server.base).await;
-    for name in DOCUMENTED {
-        assert!(
-            before
-                .keys()
-                .any(|s| s == name || s.starts_with(&format!("{name}{{"))),
-            "{name} is not exposed after start"
-        );
+    let on_kafka = before.keys().any(|s| s.contains("log_backend=\"kafka\""));
+    for name in DOCUMENTED
+        .iter()
+        .chain(if on_kafka { DOCUMENTED_KAFKA } else { &[] })
+    {
+        assert!(has(&before, name), "{name} is not exposed after start");
     }
     let user = new_user();
     let token = server.token(&user, &[]);
@@ -139,11 +170,12 @@ async fn counters_move_by_exactly_what_was_sent() {
     assert_eq!(requests("/api/v1/events", "4xx"), 1.0);
     assert_eq!(requests("/api/v1/events/batch", "2xx"), 1.0);
     // One append per request: three singles and the batch's four together.
+    let backend = if on_kafka { "kafka" } else { "embedded" };
     assert_eq!(
         delta(
             &before,
             &after,
-            "ugc_log_appends_total{backend=\"embedded\"}"
+            &format!("ugc_log_appends_total{{backend=\"{backend}\"}}")
         ),
         4.0
     );
@@ -157,16 +189,24 @@ async fn counters_move_by_exactly_what_was_sent() {
         )
         .await;
     // Rows are visible while the insert call (events, then progress) still runs, so the
-    // counter, moved when the call returns, may lag the query a little.
+    // counters, moved once the batch is committed, may lag the query a little; then the
+    // loader's lag reads 0 on every partition and its last insert is recent.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let later = loop {
         let m = scrape(&server, &server.base).await;
-        if delta(&before, &m, "ugc_store_inserts_total") >= 1.0 {
+        let (lag, partitions) = total(&m, "ugc_loader_lag_events");
+        if delta(&before, &m, "ugc_store_inserts_total") >= 1.0
+            && delta(&before, &m, "ugc_loader_rows_total") == 7.0
+            && partitions > 0
+            && lag == 0.0
+            && DOCUMENTED_LATER.iter().all(|n| has(&m, n))
+        {
             break m;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "ugc_store_inserts_total did not move"
+            "the store's and loader's counters did not move by the events sent, or the lag \
+             did not reach 0: {m:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -246,6 +286,43 @@ async fn a_request_id_is_echoed_logged_and_stored_with_the_event() {
         .unwrap_or_else(|| panic!("no JSON access line with the request id in:\n{log}"));
     assert_eq!(line["fields"]["status"], 202, "{line}");
     assert_eq!(line["span"]["route"], "/api/v1/events", "{line}");
+    // The caller is named by a hash of the user id; neither the id nor the token is
+    // anywhere in the log.
+    use sha2::Digest as _;
+    let hashed: String = sha2::Sha256::digest(user.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(line["span"]["user"], hashed, "{line}");
+    assert!(!log.contains(&user), "the raw user id is logged:\n{log}");
+    assert!(!log.contains(&token), "the token is logged:\n{log}");
+    // The loader's line of each stored batch names its token, partition and rows; it is
+    // written once the batch is committed, a moment after its rows can be read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let batch = loop {
+        let log = server.log();
+        let found = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["fields"]["message"] == "batch stored");
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no JSON line of a stored batch in:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let fields = &batch["fields"];
+    assert!(
+        fields["batch_token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+            && fields["partition"].is_u64()
+            && fields["rows"].as_u64().is_some_and(|r| r > 0),
+        "{batch}"
+    );
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -317,6 +394,34 @@ async fn compressed_bodies_are_ingested_and_bombs_refused() {
     assert_eq!(r.status(), 413);
 }
 
+/// Every metric the README's table names is one these tests check is exposed.
+#[test]
+fn every_metric_the_readme_documents_is_checked() {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Metrics section");
+    let names: std::collections::BTreeSet<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| `ugc_"))
+        .filter_map(|l| l.split('|').nth(1))
+        .flat_map(|cell| cell.split('`').filter(|w| w.starts_with("ugc_")))
+        .collect();
+    assert!(names.len() >= 25, "{names:?}");
+    for name in names {
+        assert!(
+            DOCUMENTED
+                .iter()
+                .chain(DOCUMENTED_LATER)
+                .chain(DOCUMENTED_KAFKA)
+                .any(|d| d.trim_end_matches("_bucket") == name),
+            "README documents {name}, which no test checks"
+        );
+    }
+}
+
 /// The Grafana dashboard in deploy/ is valid JSON and charts only metrics `ugc` exposes.
 #[test]
 fn the_dashboard_charts_only_documented_metrics() {
@@ -329,8 +434,9 @@ fn the_dashboard_charts_only_documented_metrics() {
             .trim_end_matches("_count");
         DOCUMENTED
             .iter()
+            .chain(DOCUMENTED_LATER)
+            .chain(DOCUMENTED_KAFKA)
             .any(|d| d.trim_end_matches("_bucket") == base || *d == name)
-            || base == "ugc_events_rejected_total"
     };
     let panels = dashboard["panels"].as_array().expect("panels");
     assert!(panels.len() >= 6);
@@ -369,12 +475,58 @@ async fn ugc_status_says_healthy_or_not() {
         c.output().unwrap()
     };
     let aio = Server::start(&[]).await;
+    let user = new_user();
+    let token = aio.token(&user, &[]);
+    let film = uuid::Uuid::new_v4().to_string();
+    for t in [1, 2] {
+        let (code, body) = aio
+            .post(
+                "/api/v1/events",
+                &token,
+                &json!({"type": "view_progress", "film_id": film, "film_timestamp": t}),
+            )
+            .await;
+        assert_eq!(code, 202, "{body}");
+    }
+    // Stored, the lag read since (about once a second) and 0 on the log's one partition,
+    // which this instance's loader owns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let out = status(&[&aio.base], true);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let inst = &report["instances"][0];
+        if out.status.success()
+            && inst["store_rows"].as_u64().is_some_and(|n| n >= 2)
+            && inst["last_insert_at"].is_string()
+            && report["partitions"]
+                .as_array()
+                .is_some_and(|p| p.len() == 1)
+            && report["lag"] == 0
+        {
+            break report;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never showed the events stored and a lag of 0: {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let partition = &report["partitions"][0];
+    assert_eq!(partition["owner"], aio.base.as_str(), "{report:#}");
+    assert_eq!(partition["end"], partition["committed"], "{report:#}");
+    assert_eq!(report["instances"][0]["store_reachable"], true);
+    assert_eq!(report["store"]["dead_letters_last_hour"], json!({}));
     let out = status(&[&aio.base], false);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains("ready") && text.contains("embedded") && text.contains("chdb"),
         "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("embedded/0") && l.ends_with(aio.base.as_str())),
+        "a line for the log's partition and its owner: {text}"
     );
 
     let mut clickhouse =
@@ -413,6 +565,7 @@ async fn ugc_status_says_healthy_or_not() {
     assert_eq!(report["healthy"], false);
     assert_eq!(report["instances"][0]["ready"], true);
     assert_eq!(report["instances"][1]["ready"], false);
+    assert_eq!(report["instances"][1]["store_reachable"], false);
     let problems = report["instances"][1]["problems"].to_string();
     assert!(problems.contains("store"), "{problems}");
 }

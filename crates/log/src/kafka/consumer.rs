@@ -8,6 +8,7 @@
 //! uninserted, for the new owner to load.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::batcher::{Buffers, PartKey};
 use super::{KafkaConfig, KafkaLog, unavailable};
-use crate::{Batch, LogConsumer, LogError, LogRecord};
+use crate::{Batch, LagReader, LogConsumer, LogError, LogRecord, PartitionLag};
 
 const BLOCKING_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -251,6 +252,68 @@ fn group_member(c: &KafkaConfig) -> Result<StreamConsumer<GroupContext>, LogErro
         .map_err(unavailable)
 }
 
+/// Each broker call of a lag reading waits at most this long.
+const LAG_CALL_TIMEOUT: Duration = Duration::from_millis(500);
+/// A whole reading waits at most this long; a reading still running then is left to
+/// finish on its own, and the next one is refused until it has.
+const LAG_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Reads the lag of the partitions this member owns with the member's own handle
+/// (librdkafka's calls are thread-safe), on the blocking pool, apart from `poll`: the
+/// high watermark of each partition against the group's committed offset.
+struct KafkaLag {
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    busy: Arc<AtomicBool>,
+}
+
+fn read_lag(consumer: &StreamConsumer<GroupContext>) -> Result<Vec<PartitionLag>, KafkaError> {
+    let assigned = consumer.assignment()?;
+    if assigned.count() == 0 {
+        return Ok(vec![]);
+    }
+    let committed = consumer.committed_offsets(assigned, LAG_CALL_TIMEOUT)?;
+    let mut out = Vec::with_capacity(committed.count());
+    for e in committed.elements() {
+        let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), LAG_CALL_TIMEOUT)?;
+        // No commit yet: everything still in the partition is behind.
+        let from = match e.offset() {
+            Offset::Offset(o) => o.max(low),
+            _ => low,
+        };
+        out.push(PartitionLag {
+            topic: Some(e.topic().to_owned()),
+            partition: e.partition().max(0) as u32,
+            end: high.max(0) as u64,
+            committed: from.max(0) as u64,
+            lag: (high - from).max(0) as u64,
+        });
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl LagReader for KafkaLag {
+    async fn read(&self) -> Result<Vec<PartitionLag>, LogError> {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return Err(LogError::Unavailable(
+                "the previous lag reading has not finished".into(),
+            ));
+        }
+        let consumer = self.consumer.clone();
+        let busy = self.busy.clone();
+        let reading = tokio::task::spawn_blocking(move || {
+            let r = read_lag(&consumer);
+            busy.store(false, Ordering::Release);
+            r
+        });
+        match tokio::time::timeout(LAG_READ_TIMEOUT, reading).await {
+            Ok(Ok(r)) => r.map_err(unavailable),
+            Ok(Err(e)) => Err(LogError::Unavailable(e.to_string())),
+            Err(_) => Err(LogError::Timeout(LAG_READ_TIMEOUT)),
+        }
+    }
+}
+
 /// Commit failures that mean "this member no longer owns the partition" rather than
 /// "try again": the new owner re-reads the range from the last commit.
 fn lost_membership(e: &KafkaError) -> bool {
@@ -349,26 +412,11 @@ impl LogConsumer for KafkaConsumer {
         }
     }
 
-    async fn lag(&self) -> Result<u64, LogError> {
-        let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || -> Result<u64, KafkaError> {
-            let assigned = consumer.assignment()?;
-            let committed = consumer.committed_offsets(assigned, BLOCKING_TIMEOUT)?;
-            let mut lag = 0u64;
-            for e in committed.elements() {
-                let (low, high) =
-                    consumer.fetch_watermarks(e.topic(), e.partition(), BLOCKING_TIMEOUT)?;
-                let from = match e.offset() {
-                    Offset::Offset(o) => o.max(low),
-                    _ => low,
-                };
-                lag += (high - from).max(0) as u64;
-            }
-            Ok(lag)
+    fn lag_reader(&self) -> Arc<dyn LagReader> {
+        Arc::new(KafkaLag {
+            consumer: self.consumer.clone(),
+            busy: Arc::new(AtomicBool::new(false)),
         })
-        .await
-        .map_err(|e| LogError::Unavailable(e.to_string()))?
-        .map_err(unavailable)
     }
 
     async fn dead_letters(

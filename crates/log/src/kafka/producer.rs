@@ -1,11 +1,12 @@
 //! The API's side: append = produce every record and wait for every delivery report.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{KafkaLog, TopicLayout, unavailable};
@@ -53,6 +54,11 @@ impl KafkaProducer {
             .set("partitioner", "consistent_random")
             .create()
             .map_err(unavailable)?;
+        // Series exist from the start, so a scrape before the first error shows zeros.
+        for reason in ["queue_full", "timed_out", "refused"] {
+            metrics::counter!("ugc_log_kafka_delivery_errors_total", "reason" => reason)
+                .absolute(0);
+        }
         Ok(Self {
             log,
             producer,
@@ -106,11 +112,37 @@ fn produce_error(e: &KafkaError, timeout: Duration) -> LogError {
     }
 }
 
+/// Counts a record librdkafka could not take or deliver, by why.
+fn count_delivery_error(e: &KafkaError) {
+    let reason = match e {
+        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => "queue_full",
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => "timed_out",
+        _ => "refused",
+    };
+    metrics::counter!("ugc_log_kafka_delivery_errors_total", "reason" => reason).increment(1);
+}
+
+/// The delivery reports an append stopped waiting for (its deadline passed, or an
+/// earlier record failed): awaited on their own task, so that failures librdkafka
+/// reports later are still counted.
+fn count_late(deliveries: VecDeque<DeliveryFuture>) {
+    if deliveries.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        for d in deliveries {
+            if let Ok(Err((e, _))) = d.await {
+                count_delivery_error(&e);
+            }
+        }
+    });
+}
+
 #[async_trait]
 impl LogProducer for KafkaProducer {
     async fn append(&self, records: Vec<OutRecord>) -> Result<(), LogError> {
         let timeout = self.log.config().delivery_timeout;
-        let mut deliveries = Vec::with_capacity(records.len());
+        let mut deliveries = VecDeque::with_capacity(records.len());
         let mut buf = String::new();
         for r in &records {
             let topic = self.topic(r.kind, &mut buf);
@@ -119,28 +151,44 @@ impl LogProducer for KafkaProducer {
                 record = record.key(key);
             }
             match self.producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
+                Ok(delivery) => deliveries.push_back(delivery),
                 // Records queued before this one may still be delivered; the client
                 // gets a 503 and may retry with the same event ids.
-                Err((e, _)) => return Err(produce_error(&e, timeout)),
+                Err((e, _)) => {
+                    count_delivery_error(&e);
+                    count_late(deliveries);
+                    return Err(produce_error(&e, timeout));
+                }
             }
         }
         // The deadline of the answer: records undelivered by then get a 503 (and may
-        // still be delivered within the retry window).
+        // still be delivered within the retry window). Each report is awaited in
+        // place, so whatever is left at the deadline can be handed to `count_late`.
         let all = async {
-            for d in deliveries {
-                match d.await {
+            while let Some(d) = deliveries.front_mut() {
+                let report = d.await;
+                deliveries.pop_front();
+                match report {
                     Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => return Err(produce_error(&e, timeout)),
+                    Ok(Err((e, _))) => {
+                        count_delivery_error(&e);
+                        return Err(produce_error(&e, timeout));
+                    }
                     Err(_) => return Err(LogError::Closed),
                 }
             }
             Ok(())
         };
-        match tokio::time::timeout(timeout, all).await {
+        let result = match tokio::time::timeout(timeout, all).await {
             Ok(result) => result,
             Err(_) => Err(LogError::Timeout(timeout)),
-        }
+        };
+        count_late(deliveries);
+        result
+    }
+
+    fn queue_depth(&self) -> Option<u64> {
+        Some(self.producer.in_flight_count().max(0) as u64)
     }
 
     async fn check(&self) -> Result<(), LogError> {
