@@ -53,7 +53,7 @@ pub struct EventRequest {
         compat::seed003_content::bookmark_films, compat::seed003_content::bookmark_remove_film,
         compat::seed004::post_progress,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &Descriptions),
     tags(
         (name = "ingest", description = "Viewer events in; a 2xx means durable"),
         (name = "progress", description = "Where the viewer stopped"),
@@ -85,6 +85,39 @@ pub fn document(compat: &CompatConfig) -> utoipa::openapi::OpenApi {
         !tags.into_iter().any(|t| disabled.contains(t))
     });
     doc
+}
+
+/// OpenAPI requires a description on every response; where a handler gave none, the
+/// status code's reason phrase stands in ("Unauthorized", "Unprocessable Entity", ...).
+struct Descriptions;
+
+impl Modify for Descriptions {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        for item in api.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                for (code, response) in &mut op.responses.responses {
+                    if let utoipa::openapi::RefOr::T(r) = response
+                        && r.description.is_empty()
+                    {
+                        r.description = code
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                            .and_then(|c| c.canonical_reason())
+                            .unwrap_or("Response")
+                            .to_owned();
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct Security;
