@@ -6,8 +6,8 @@ use ugc_log::LogProducer;
 use ugc_model::{FilmId, ReviewId, ReviewText, Score, Timestamp, UserId, Vote};
 
 use crate::{
-    Bookmark, ContentError, ContentStore, Cursor, Film, Limit, Page, Rating, RatingSummary,
-    Review, ReviewSort, ReviewsOf, UserRating, VoteSummary, postgres, sqlite,
+    Bookmark, ContentError, ContentStore, Cursor, Film, Limit, Page, Rating, RatingSummary, Review,
+    ReviewSort, ReviewsOf, UserRating, VoteSummary, postgres, sqlite,
 };
 
 /// Where content lives, from `UGC_CONTENT_URL`.

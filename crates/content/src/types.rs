@@ -153,7 +153,8 @@ pub struct UserRating {
 
 /// Namespace of rating ids: a rating's id is a UUIDv5 of its user and film, so the one
 /// rating a user has of a film keeps one id through every change.
-const RATING_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x3c1d_0b7e_52a4_4f0e_8d6b_7a90_1e2f_3a4b);
+const RATING_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x3c1d_0b7e_52a4_4f0e_8d6b_7a90_1e2f_3a4b);
 
 /// The id of `user`'s rating of `film`.
 pub fn rating_id(user: &UserId, film: FilmId) -> uuid::Uuid {

@@ -113,7 +113,10 @@ async fn seed_003_films_are_registered_listed_edited_and_removed() {
         server: &server,
         token: seed_token(&new_user()),
     };
-    assert_eq!(me.get("/films/").await, (404, detail("Films were not found.")));
+    assert_eq!(
+        me.get("/films/").await,
+        (404, detail("Films were not found."))
+    );
 
     let (status, a) = me
         .post(
@@ -124,7 +127,10 @@ async fn seed_003_films_are_registered_listed_edited_and_removed() {
     assert_eq!(status, 201, "{a}");
     assert_eq!(a["title"], "The Cranes Are Flying");
     assert_eq!(a["description"], "Moscow, 1941.");
-    assert_eq!((a["ratings"].clone(), a["reviews"].clone()), (json!([]), json!([])));
+    assert_eq!(
+        (a["ratings"].clone(), a["reviews"].clone()),
+        (json!([]), json!([]))
+    );
     assert!(a["created_at"].is_string(), "{a}");
     let a_id = a["id"].as_str().unwrap().to_owned();
     let (status, b) = me
@@ -135,7 +141,11 @@ async fn seed_003_films_are_registered_listed_edited_and_removed() {
 
     let (status, list) = me.get("/films/").await;
     assert_eq!(status, 200);
-    assert_eq!(ids(&list), [b_id.as_str(), a_id.as_str()], "newest first by default");
+    assert_eq!(
+        ids(&list),
+        [b_id.as_str(), a_id.as_str()],
+        "newest first by default"
+    );
     let (_, list) = me.get(&sorted("/films/", DESC)).await;
     assert_eq!(ids(&list), [b_id.as_str(), a_id.as_str()]);
     let (_, list) = me.get(&sorted("/films/", ASC)).await;
@@ -145,23 +155,34 @@ async fn seed_003_films_are_registered_listed_edited_and_removed() {
     assert_eq!(body["errors"][0]["field"], "sort", "{body}");
 
     let (status, got) = me.get(&format!("/films/{a_id}")).await;
-    assert_eq!((status, got["title"].clone()), (200, json!("The Cranes Are Flying")));
+    assert_eq!(
+        (status, got["title"].clone()),
+        (200, json!("The Cranes Are Flying"))
+    );
     let unknown = uuid::Uuid::new_v4();
     assert_eq!(
         me.get(&format!("/films/{unknown}")).await,
         (404, detail("Film with the specified ID was not found."))
     );
     let (status, body) = me.get("/films/42").await;
-    assert_eq!((status, body["errors"][0]["field"].clone()), (422, json!("film_id")));
+    assert_eq!(
+        (status, body["errors"][0]["field"].clone()),
+        (422, json!("film_id"))
+    );
 
     let (status, edited) = me
-        .patch(&format!("/films/{a_id}"), json!({"description": "Moscow, 1941. A war, a love."}))
+        .patch(
+            &format!("/films/{a_id}"),
+            json!({"description": "Moscow, 1941. A war, a love."}),
+        )
         .await;
     assert_eq!(status, 200, "{edited}");
     assert_eq!(edited["title"], "The Cranes Are Flying");
     assert_eq!(edited["description"], "Moscow, 1941. A war, a love.");
     assert_eq!(
-        me.patch(&format!("/films/{unknown}"), json!({"title": "x"})).await.0,
+        me.patch(&format!("/films/{unknown}"), json!({"title": "x"}))
+            .await
+            .0,
         404
     );
     let (status, _) = me.post("/films/", json!({"description": "no title"})).await;
@@ -184,7 +205,12 @@ async fn seed_003_ratings_are_the_viewers_ratings_and_their_owner_edits_them() {
         token: seed_token(u),
     };
     let (one, two, three) = (c(&u1), c(&u2), c(&u3));
-    let (_, film) = one.post("/films/", json!({"title": "Mirror", "description": "A memory."})).await;
+    let (_, film) = one
+        .post(
+            "/films/",
+            json!({"title": "Mirror", "description": "A memory."}),
+        )
+        .await;
     let f = film["id"].as_str().unwrap().to_owned();
 
     // No rating yet: 404, not the seed's 500.
@@ -195,27 +221,45 @@ async fn seed_003_ratings_are_the_viewers_ratings_and_their_owner_edits_them() {
             detail("Rating records of the film with the specified ID were not found.")
         )
     );
-    let (status, r1) = one.post(&format!("/ratings/{f}"), json!({"rating": 8})).await;
+    let (status, r1) = one
+        .post(&format!("/ratings/{f}"), json!({"rating": 8}))
+        .await;
     assert_eq!(status, 201, "{r1}");
     assert_eq!(
-        (r1["rating"].clone(), r1["user_id"].clone(), r1["film_id"].clone()),
+        (
+            r1["rating"].clone(),
+            r1["user_id"].clone(),
+            r1["film_id"].clone()
+        ),
         (json!(8), json!(u1), json!(f))
     );
     assert!(r1["created_at"].is_string(), "{r1}");
     let rid1 = r1["id"].as_str().unwrap().to_owned();
-    let (status, _) = two.post(&format!("/ratings/{f}"), json!({"rating": 7})).await;
+    let (status, _) = two
+        .post(&format!("/ratings/{f}"), json!({"rating": 7}))
+        .await;
     assert_eq!(status, 201);
     assert_eq!(
         one.get(&format!("/ratings/{f}/film")).await,
         (200, json!({"avg_rating_value": 7.5}))
     );
-    for bad in [json!({"rating": 0}), json!({"rating": 11}), json!({"rating": "8"}), json!({})] {
+    for bad in [
+        json!({"rating": 0}),
+        json!({"rating": 11}),
+        json!({"rating": "8"}),
+        json!({}),
+    ] {
         let (status, body) = one.post(&format!("/ratings/{f}"), bad.clone()).await;
-        assert_eq!((status, body["errors"][0]["field"].clone()), (422, json!("rating")), "{bad}");
+        assert_eq!(
+            (status, body["errors"][0]["field"].clone()),
+            (422, json!("rating")),
+            "{bad}"
+        );
     }
     let unknown = uuid::Uuid::new_v4();
     assert_eq!(
-        one.post(&format!("/ratings/{unknown}"), json!({"rating": 5})).await,
+        one.post(&format!("/ratings/{unknown}"), json!({"rating": 5}))
+            .await,
         (404, detail("Film with the specified ID was not found."))
     );
 
@@ -223,7 +267,10 @@ async fn seed_003_ratings_are_the_viewers_ratings_and_their_owner_edits_them() {
     assert_eq!((status, got), (200, r1.clone()));
     assert_eq!(
         one.get(&format!("/ratings/{unknown}")).await,
-        (404, detail("Rating record with the specified ID was not found."))
+        (
+            404,
+            detail("Rating record with the specified ID was not found.")
+        )
     );
     // Reachable (the seed took `me` for a rating id).
     let (status, mine) = one.get("/ratings/me/users").await;
@@ -231,24 +278,41 @@ async fn seed_003_ratings_are_the_viewers_ratings_and_their_owner_edits_them() {
     assert_eq!(ids(&mine), [rid1.as_str()]);
     assert_eq!(
         three.get("/ratings/me/users").await,
-        (404, detail("Rating records of the spicified user were not found."))
+        (
+            404,
+            detail("Rating records of the spicified user were not found.")
+        )
     );
 
     // The owner edits their rating (the seed always said 403); others may not.
-    let (status, edited) = one.patch(&format!("/ratings/{rid1}"), json!({"rating": 10})).await;
+    let (status, edited) = one
+        .patch(&format!("/ratings/{rid1}"), json!({"rating": 10}))
+        .await;
     assert_eq!(status, 200, "{edited}");
-    assert_eq!((edited["id"].clone(), edited["rating"].clone()), (json!(rid1), json!(10)));
     assert_eq!(
-        two.patch(&format!("/ratings/{rid1}"), json!({"rating": 1})).await,
-        (403, detail("You don't have the permissions to edit this rating."))
+        (edited["id"].clone(), edited["rating"].clone()),
+        (json!(rid1), json!(10))
+    );
+    assert_eq!(
+        two.patch(&format!("/ratings/{rid1}"), json!({"rating": 1}))
+            .await,
+        (
+            403,
+            detail("You don't have the permissions to edit this rating.")
+        )
     );
     assert_eq!(
         one.get(&format!("/ratings/{f}/film")).await,
         (200, json!({"avg_rating_value": 8.5}))
     );
     // Rating again replaces the viewer's one rating of the film: same id.
-    let (status, again) = one.post(&format!("/ratings/{f}"), json!({"rating": 9})).await;
-    assert_eq!((status, again["id"].clone(), again["rating"].clone()), (201, json!(rid1), json!(9)));
+    let (status, again) = one
+        .post(&format!("/ratings/{f}"), json!({"rating": 9}))
+        .await;
+    assert_eq!(
+        (status, again["id"].clone(), again["rating"].clone()),
+        (201, json!(rid1), json!(9))
+    );
     let (status, list) = three.get(&format!("/ratings/{f}/films")).await;
     assert_eq!(status, 200);
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
@@ -258,11 +322,17 @@ async fn seed_003_ratings_are_the_viewers_ratings_and_their_owner_edits_them() {
         .get(&format!("/api/v1/films/{f}/rating"), &seed_token(&u1))
         .await;
     assert_eq!(status, 200);
-    assert_eq!((summary["count"].clone(), summary["my_score"].clone()), (json!(2), json!(9)));
+    assert_eq!(
+        (summary["count"].clone(), summary["my_score"].clone()),
+        (json!(2), json!(9))
+    );
 
     assert_eq!(
         two.delete(&format!("/ratings/{rid1}")).await,
-        (403, detail("You don't have the permissions to edit this rating."))
+        (
+            403,
+            detail("You don't have the permissions to edit this rating.")
+        )
     );
     assert_eq!(one.delete(&format!("/ratings/{rid1}")).await.0, 204);
     assert_eq!(one.get(&format!("/ratings/{rid1}")).await.0, 404);
@@ -285,32 +355,79 @@ async fn seed_003_reviews_have_a_title_and_a_body_on_the_native_reviews() {
         server: &server,
         token: seed_token(&u2),
     };
-    let (_, a) = one.post("/films/", json!({"title": "Ivan's Childhood", "description": null})).await;
-    let (_, b) = one.post("/films/", json!({"title": "Andrei Rublev", "description": null})).await;
-    let (a, b) = (a["id"].as_str().unwrap().to_owned(), b["id"].as_str().unwrap().to_owned());
+    let (_, a) = one
+        .post(
+            "/films/",
+            json!({"title": "Ivan's Childhood", "description": null}),
+        )
+        .await;
+    let (_, b) = one
+        .post(
+            "/films/",
+            json!({"title": "Andrei Rublev", "description": null}),
+        )
+        .await;
+    let (a, b) = (
+        a["id"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    );
 
-    assert_eq!(one.get("/reviews/").await, (404, detail("Reviews were not found.")));
+    assert_eq!(
+        one.get("/reviews/").await,
+        (404, detail("Reviews were not found."))
+    );
     let (status, r1) = one
-        .post(&format!("/reviews/{a}"), json!({"title": "A first film", "body": "Stark and tender."}))
+        .post(
+            &format!("/reviews/{a}"),
+            json!({"title": "A first film", "body": "Stark and tender."}),
+        )
         .await;
     assert_eq!(status, 201, "{r1}");
     assert_eq!(
-        (r1["title"].clone(), r1["body"].clone(), r1["film_id"].clone(), r1["user_id"].clone()),
-        (json!("A first film"), json!("Stark and tender."), json!(a), json!(u1))
+        (
+            r1["title"].clone(),
+            r1["body"].clone(),
+            r1["film_id"].clone(),
+            r1["user_id"].clone()
+        ),
+        (
+            json!("A first film"),
+            json!("Stark and tender."),
+            json!(a),
+            json!(u1)
+        )
     );
     assert!(r1["created_at"].is_string(), "{r1}");
     let id1 = r1["id"].as_str().unwrap().to_owned();
     // One review per viewer and film, as on the native routes.
-    let (status, dup) = one.post(&format!("/reviews/{a}"), json!({"body": "Again."})).await;
-    assert_eq!((status, dup["review_id"].clone()), (409, json!(id1)), "{dup}");
-    let (status, body) = one.post(&format!("/reviews/{b}"), json!({"title": "No body"})).await;
-    assert_eq!((status, body["errors"][0]["field"].clone()), (422, json!("body")));
+    let (status, dup) = one
+        .post(&format!("/reviews/{a}"), json!({"body": "Again."}))
+        .await;
     assert_eq!(
-        one.post(&format!("/reviews/{}", uuid::Uuid::new_v4()), json!({"body": "x"})).await,
+        (status, dup["review_id"].clone()),
+        (409, json!(id1)),
+        "{dup}"
+    );
+    let (status, body) = one
+        .post(&format!("/reviews/{b}"), json!({"title": "No body"}))
+        .await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].clone()),
+        (422, json!("body"))
+    );
+    assert_eq!(
+        one.post(
+            &format!("/reviews/{}", uuid::Uuid::new_v4()),
+            json!({"body": "x"})
+        )
+        .await,
         (404, detail("Film with the specified ID was not found."))
     );
     let (status, r2) = two
-        .post(&format!("/reviews/{a}"), json!({"title": null, "body": "Too grim for me."}))
+        .post(
+            &format!("/reviews/{a}"),
+            json!({"title": null, "body": "Too grim for me."}),
+        )
         .await;
     assert_eq!(status, 201, "{r2}");
     assert_eq!(r2["title"], Value::Null);
@@ -338,16 +455,26 @@ async fn seed_003_reviews_have_a_title_and_a_body_on_the_native_reviews() {
     assert_eq!(ids(&theirs), [id2.as_str()]);
 
     assert_eq!(
-        two.patch(&format!("/reviews/{id1}"), json!({"body": "Mine now."})).await,
-        (403, detail("You don't have the permissions to edit this review."))
+        two.patch(&format!("/reviews/{id1}"), json!({"body": "Mine now."}))
+            .await,
+        (
+            403,
+            detail("You don't have the permissions to edit this review.")
+        )
     );
     let (status, edited) = one
-        .patch(&format!("/reviews/{id1}"), json!({"body": "Stark, tender, and a masterpiece."}))
+        .patch(
+            &format!("/reviews/{id1}"),
+            json!({"body": "Stark, tender, and a masterpiece."}),
+        )
         .await;
     assert_eq!(status, 200, "{edited}");
     assert_eq!(
         (edited["title"].clone(), edited["body"].clone()),
-        (json!("A first film"), json!("Stark, tender, and a masterpiece."))
+        (
+            json!("A first film"),
+            json!("Stark, tender, and a masterpiece.")
+        )
     );
     // The native review is the same one.
     let (status, native) = server
@@ -361,7 +488,10 @@ async fn seed_003_reviews_have_a_title_and_a_body_on_the_native_reviews() {
 
     assert_eq!(
         two.delete(&format!("/reviews/{id1}")).await,
-        (403, detail("You don't have the permissions to edit this review."))
+        (
+            403,
+            detail("You don't have the permissions to edit this review.")
+        )
     );
     assert_eq!(one.delete(&format!("/reviews/{id1}")).await.0, 204);
     assert_eq!(
@@ -384,21 +514,53 @@ async fn seed_003_bookmarks_are_the_viewers_bookmarks() {
     };
     let (status, first) = me.post("/bookmarks/", json!({})).await;
     assert_eq!(status, 201, "{first}");
-    assert_eq!((first["film_ids"].clone(), first["user_id"].clone()), (json!([]), json!(user)));
+    assert_eq!(
+        (first["film_ids"].clone(), first["user_id"].clone()),
+        (json!([]), json!(user))
+    );
     // Again: the same record, not the seed's 500.
     let (status, again) = me.post("/bookmarks/", json!({})).await;
-    assert_eq!((status, again["id"].clone()), (201, first["id"].clone()), "{again}");
+    assert_eq!(
+        (status, again["id"].clone()),
+        (201, first["id"].clone()),
+        "{again}"
+    );
 
-    let (_, a) = me.post("/films/", json!({"title": "Nostalghia", "description": null})).await;
-    let (_, b) = me.post("/films/", json!({"title": "The Sacrifice", "description": null})).await;
-    let (a, b) = (a["id"].as_str().unwrap().to_owned(), b["id"].as_str().unwrap().to_owned());
+    let (_, a) = me
+        .post(
+            "/films/",
+            json!({"title": "Nostalghia", "description": null}),
+        )
+        .await;
+    let (_, b) = me
+        .post(
+            "/films/",
+            json!({"title": "The Sacrifice", "description": null}),
+        )
+        .await;
+    let (a, b) = (
+        a["id"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    );
     let (status, mark) = me.post(&format!("/bookmarks/{a}/films"), json!({})).await;
-    assert_eq!((status, mark["film_ids"].clone()), (201, json!([a])), "{mark}");
+    assert_eq!(
+        (status, mark["film_ids"].clone()),
+        (201, json!([a])),
+        "{mark}"
+    );
     let (status, mark) = me.post(&format!("/bookmarks/{b}/films"), json!({})).await;
-    assert_eq!((status, mark["film_ids"].clone()), (201, json!([a, b])), "{mark}");
+    assert_eq!(
+        (status, mark["film_ids"].clone()),
+        (201, json!([a, b])),
+        "{mark}"
+    );
     assert_eq!(mark["id"], first["id"]);
     assert_eq!(
-        me.post(&format!("/bookmarks/{}/films", uuid::Uuid::new_v4()), json!({})).await,
+        me.post(
+            &format!("/bookmarks/{}/films", uuid::Uuid::new_v4()),
+            json!({})
+        )
+        .await,
         (404, detail("Film with the specified ID was not found."))
     );
 
@@ -411,7 +573,11 @@ async fn seed_003_bookmarks_are_the_viewers_bookmarks() {
 
     // Un-bookmarking answers the record (the seed answered 500).
     let (status, left) = me.delete(&format!("/bookmarks/me/users/{a}/films")).await;
-    assert_eq!((status, left["film_ids"].clone()), (200, json!([b])), "{left}");
+    assert_eq!(
+        (status, left["film_ids"].clone()),
+        (200, json!([b])),
+        "{left}"
+    );
     // The native bookmarks are the same.
     let (status, native) = server.get("/api/v1/me/bookmarks", &seed_token(&user)).await;
     assert_eq!(status, 200);
@@ -438,7 +604,9 @@ async fn seed_003_content_routes_switch_off_with_the_seed() {
         "/ugc_fastapi/reviews/me/users",
         "/ugc_fastapi/bookmarks/me/users/{film_id}/films",
     ] {
-        let item = doc["paths"][path].as_object().unwrap_or_else(|| panic!("{path} is not documented"));
+        let item = doc["paths"][path]
+            .as_object()
+            .unwrap_or_else(|| panic!("{path} is not documented"));
         for op in item.values() {
             assert_eq!(op["tags"], json!(["compat: seed 003"]), "{path}");
         }

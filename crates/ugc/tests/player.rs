@@ -388,9 +388,11 @@ async fn a_server_answering_503_loses_and_doubles_nothing() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flooder = server.token(&new_user(), &[]);
     let url = format!("{}/api/v1/events/batch", server.base);
-    let batch = json!((0..50)
-        .map(|i| json!({"type": "custom", "name": "flood", "data": {"i": i}}))
-        .collect::<Vec<_>>());
+    let batch = json!(
+        (0..50)
+            .map(|i| json!({"type": "custom", "name": "flood", "data": {"i": i}}))
+            .collect::<Vec<_>>()
+    );
     let flood: Vec<_> = (0..24)
         .map(|_| {
             let (http, url, token, body, stop) = (
@@ -432,7 +434,11 @@ async fn a_server_answering_503_loses_and_doubles_nothing() {
     assert!(refused > 0, "the flood itself met 503s");
 
     browser
-        .wait_until("ugc.pending() === 0", WITHIN, "the queue empties once the server recovers")
+        .wait_until(
+            "ugc.pending() === 0",
+            WITHIN,
+            "the queue empties once the server recovers",
+        )
         .await;
     let stats = browser.js("return ugc.stats();").await;
     assert_eq!(stats["sent"], 100, "{stats}");

@@ -81,7 +81,8 @@ const REVIEW_NOT_FOUND: &str = "Review with specified ID was not found.";
 const REVIEWS_NOT_FOUND: &str = "Reviews were not found.";
 const RATING_NOT_FOUND: &str = "Rating record with the specified ID was not found.";
 const USER_RATINGS_NOT_FOUND: &str = "Rating records of the spicified user were not found.";
-const FILM_RATINGS_NOT_FOUND: &str = "Rating records of the film with the specified ID were not found.";
+const FILM_RATINGS_NOT_FOUND: &str =
+    "Rating records of the film with the specified ID were not found.";
 const NOT_YOUR_RATING: &str = "You don't have the permissions to edit this rating.";
 const NOT_YOUR_REVIEW: &str = "You don't have the permissions to edit this review.";
 
@@ -462,7 +463,12 @@ pub async fn reviews_all(
     Query(q): Query<SortParam>,
 ) -> Answer {
     caller(&state, &headers)?;
-    review_list(state.content().reviews(ReviewsOf::All, ascending(&q)?).await?)
+    review_list(
+        state
+            .content()
+            .reviews(ReviewsOf::All, ascending(&q)?)
+            .await?,
+    )
 }
 
 /// A film's reviews, by creation time.
@@ -781,14 +787,13 @@ pub async fn rating_delete(
 // Bookmarks.
 
 /// Namespace of the one bookmark record each viewer has.
-const BOOKMARK_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x9e4f_27c1_6b3d_4a58_8f02_d1c3_b5a7_e9f1);
+const BOOKMARK_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x9e4f_27c1_6b3d_4a58_8f02_d1c3_b5a7_e9f1);
 
 /// Every bookmark of the caller, oldest first.
-async fn bookmarked(
-    state: &AppState,
-    user: &UserId,
-) -> Result<Vec<ugc_content::Bookmark>, Fail> {
-    let page = Limit::try_from(i64::from(Limit::MAX)).map_err(|e| Fail::Api(ApiError::Internal(e)))?;
+async fn bookmarked(state: &AppState, user: &UserId) -> Result<Vec<ugc_content::Bookmark>, Fail> {
+    let page =
+        Limit::try_from(i64::from(Limit::MAX)).map_err(|e| Fail::Api(ApiError::Internal(e)))?;
     let mut all = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -905,5 +910,8 @@ pub async fn bookmark_remove_film(
         .content()
         .remove_bookmark(&principal.user, film.film_id)
         .await?;
-    ok(StatusCode::OK, bookmark_read(&state, &principal.user).await?)
+    ok(
+        StatusCode::OK,
+        bookmark_read(&state, &principal.user).await?,
+    )
 }
