@@ -7,8 +7,8 @@ use sqlx::{Pool, Row, Transaction};
 use ugc_model::{Envelope, Event, FilmId, ReviewId, ReviewText, Score, Timestamp, UserId, Vote};
 
 use crate::{
-    Bookmark, ContentError, ContentStore, Cursor, Limit, Page, Rating, RatingSummary, Review,
-    ReviewSort, VoteSummary,
+    Bookmark, ContentError, ContentStore, Cursor, Film, Limit, Page, Rating, RatingSummary,
+    Review, ReviewSort, ReviewsOf, UserRating, VoteSummary,
 };
 
 /// The content database. `writer` and `reader` are one pool on PostgreSQL.
@@ -119,13 +119,14 @@ async fn rate_in(
     let key = film_key(film);
     let old = loop {
         let inserted = sqlx::query(
-            "INSERT INTO ratings (user_id, film_id, score, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (user_id, film_id) DO NOTHING",
+            "INSERT INTO ratings (user_id, film_id, score, updated_at, rating_id) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, film_id) DO NOTHING",
         )
         .bind(user.as_str())
         .bind(&key)
         .bind(i64::from(score.value()))
         .bind(now.millis())
+        .bind(crate::rating_id(user, film).to_string())
         .execute(&mut **tx)
         .await?
         .rows_affected()
@@ -172,7 +173,7 @@ async fn rate_in(
 
 /// A review with its author's current rating of the film.
 const REVIEW_SELECT: &str = "SELECT v.review_id, v.film_id, v.user_id, v.text, r.score, \
-     v.likes, v.dislikes, v.created_at, v.updated_at \
+     v.likes, v.dislikes, v.created_at, v.updated_at, v.title \
      FROM reviews v LEFT JOIN ratings r ON r.user_id = v.user_id AND r.film_id = v.film_id";
 
 fn review_id_of(s: String) -> Result<ReviewId, ContentError> {
@@ -198,6 +199,41 @@ fn review_of(r: &<Db as sqlx::Database>::Row) -> Result<Review, ContentError> {
         dislikes: r.try_get(6)?,
         created_at: time_of(r.try_get(7)?)?,
         updated_at: time_of(r.try_get(8)?)?,
+        title: r.try_get(9)?,
+    })
+}
+
+fn user_of(s: String) -> Result<UserId, ContentError> {
+    UserId::parse(s).map_err(|e| ContentError::Internal(format!("stored user id: {e}")))
+}
+
+const FILM_SELECT: &str = "SELECT film_id, title, description, created_at FROM films";
+
+fn film_row(r: &<Db as sqlx::Database>::Row) -> Result<Film, ContentError> {
+    Ok(Film {
+        film_id: film_of(&r.try_get::<String, _>(0)?)?,
+        title: r.try_get(1)?,
+        description: r.try_get(2)?,
+        created_at: time_of(r.try_get(3)?)?,
+    })
+}
+
+const RATING_SELECT: &str = "SELECT rating_id, user_id, film_id, score, updated_at FROM ratings";
+
+fn rating_row(r: &<Db as sqlx::Database>::Row) -> Result<UserRating, ContentError> {
+    let user = user_of(r.try_get(1)?)?;
+    let film = film_of(&r.try_get::<String, _>(2)?)?;
+    let id: Option<String> = r.try_get(0)?;
+    let rating_id = match id.as_deref().map(uuid::Uuid::parse_str) {
+        Some(Ok(id)) => id,
+        _ => crate::rating_id(&user, film),
+    };
+    Ok(UserRating {
+        rating_id,
+        user_id: user,
+        film_id: film,
+        score: score_of(r.try_get(3)?)?,
+        updated_at: time_of(r.try_get(4)?)?,
     })
 }
 
@@ -286,7 +322,32 @@ impl ContentStore for Store {
         migrator.run(&self.writer).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => e.into(),
             e => ContentError::Internal(format!("migration: {e}")),
-        })
+        })?;
+        // Ratings older than migration 3 get their id (a UUIDv5 the database cannot
+        // compute), a thousand at a time; a no-op once done.
+        loop {
+            let rows = sqlx::query(
+                "SELECT user_id, film_id FROM ratings WHERE rating_id IS NULL LIMIT 1000",
+            )
+            .fetch_all(&self.writer)
+            .await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut tx = self.begin().await?;
+            for r in &rows {
+                let user = user_of(r.try_get(0)?)?;
+                let film: String = r.try_get(1)?;
+                let id = crate::rating_id(&user, film_of(&film)?);
+                sqlx::query("UPDATE ratings SET rating_id = $3 WHERE user_id = $1 AND film_id = $2")
+                    .bind(user.as_str())
+                    .bind(&film)
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
     }
 
     async fn ping(&self) -> Result<(), ContentError> {
@@ -522,6 +583,7 @@ impl ContentStore for Store {
         &self,
         user: &UserId,
         film: FilmId,
+        title: Option<String>,
         text: ReviewText,
         score: Option<Score>,
         now: Timestamp,
@@ -530,14 +592,15 @@ impl ContentStore for Store {
         let id = ReviewId::new_v7();
         let mut tx = self.begin().await?;
         let posted = sqlx::query(
-            "INSERT INTO reviews (review_id, film_id, user_id, text, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (user_id, film_id) DO NOTHING",
+            "INSERT INTO reviews (review_id, film_id, user_id, text, created_at, updated_at, title) \
+             VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (user_id, film_id) DO NOTHING",
         )
         .bind(id.to_string())
         .bind(&key)
         .bind(user.as_str())
         .bind(text.as_str())
         .bind(now.millis())
+        .bind(title)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -578,6 +641,7 @@ impl ContentStore for Store {
         &self,
         user: &UserId,
         id: ReviewId,
+        title: Option<Option<String>>,
         text: Option<ReviewText>,
         score: Option<Score>,
         now: Timestamp,
@@ -588,6 +652,13 @@ impl ContentStore for Store {
             return Err(ContentError::Forbidden(
                 "only the author may edit a review".into(),
             ));
+        }
+        if let Some(title) = title {
+            sqlx::query("UPDATE reviews SET title = $2 WHERE review_id = $1")
+                .bind(id.to_string())
+                .bind(title)
+                .execute(&mut *tx)
+                .await?;
         }
         if let Some(text) = &text {
             sqlx::query("UPDATE reviews SET text = $2, updated_at = $3 WHERE review_id = $1")
@@ -813,6 +884,138 @@ impl ContentStore for Store {
         record(&mut tx, user, event, now).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn create_film(
+        &self,
+        title: String,
+        description: Option<String>,
+        now: Timestamp,
+    ) -> Result<Film, ContentError> {
+        let film = Film {
+            // Time-ordered: films registered in the same millisecond still list in order.
+            film_id: FilmId::from(uuid::Uuid::now_v7()),
+            title,
+            description,
+            created_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO films (film_id, title, description, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(film_key(film.film_id))
+        .bind(&film.title)
+        .bind(&film.description)
+        .bind(now.millis())
+        .execute(&self.writer)
+        .await?;
+        Ok(film)
+    }
+
+    async fn film(&self, id: FilmId) -> Result<Option<Film>, ContentError> {
+        let row = sqlx::query(&format!("{FILM_SELECT} WHERE film_id = $1"))
+            .bind(film_key(id))
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(film_row).transpose()
+    }
+
+    async fn films(&self, ascending: bool) -> Result<Vec<Film>, ContentError> {
+        let order = if ascending { "ASC" } else { "DESC" };
+        let rows = sqlx::query(&format!(
+            "{FILM_SELECT} ORDER BY created_at {order}, film_id {order}"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(film_row).collect()
+    }
+
+    async fn update_film(
+        &self,
+        id: FilmId,
+        title: Option<String>,
+        description: Option<Option<String>>,
+    ) -> Result<Option<Film>, ContentError> {
+        let mut tx = self.begin().await?;
+        if let Some(title) = title {
+            sqlx::query("UPDATE films SET title = $2 WHERE film_id = $1")
+                .bind(film_key(id))
+                .bind(title)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(description) = description {
+            sqlx::query("UPDATE films SET description = $2 WHERE film_id = $1")
+                .bind(film_key(id))
+                .bind(description)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(&format!("{FILM_SELECT} WHERE film_id = $1"))
+            .bind(film_key(id))
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        row.as_ref().map(film_row).transpose()
+    }
+
+    async fn delete_film(&self, id: FilmId) -> Result<bool, ContentError> {
+        let gone = sqlx::query("DELETE FROM films WHERE film_id = $1")
+            .bind(film_key(id))
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(gone == 1)
+    }
+
+    async fn rating_by_id(&self, id: uuid::Uuid) -> Result<Option<UserRating>, ContentError> {
+        let row = sqlx::query(&format!("{RATING_SELECT} WHERE rating_id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(rating_row).transpose()
+    }
+
+    async fn film_ratings(&self, film: FilmId) -> Result<Vec<UserRating>, ContentError> {
+        let rows = sqlx::query(&format!(
+            "{RATING_SELECT} WHERE film_id = $1 ORDER BY updated_at, user_id"
+        ))
+        .bind(film_key(film))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(rating_row).collect()
+    }
+
+    async fn user_ratings(
+        &self,
+        user: &UserId,
+        ascending: bool,
+    ) -> Result<Vec<UserRating>, ContentError> {
+        let order = if ascending { "ASC" } else { "DESC" };
+        let rows = sqlx::query(&format!(
+            "{RATING_SELECT} WHERE user_id = $1 ORDER BY updated_at {order}, film_id {order}"
+        ))
+        .bind(user.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(rating_row).collect()
+    }
+
+    async fn reviews(&self, of: ReviewsOf, ascending: bool) -> Result<Vec<Review>, ContentError> {
+        let order = if ascending { "ASC" } else { "DESC" };
+        let (filter, key) = match &of {
+            ReviewsOf::All => ("", None),
+            ReviewsOf::Film(f) => (" WHERE v.film_id = $1", Some(film_key(*f))),
+            ReviewsOf::User(u) => (" WHERE v.user_id = $1", Some(u.as_str().to_owned())),
+        };
+        let sql = format!(
+            "{REVIEW_SELECT}{filter} ORDER BY v.created_at {order}, v.review_id {order}"
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(key) = key {
+            query = query.bind(key);
+        }
+        let rows = query.fetch_all(&self.reader).await?;
+        rows.iter().map(review_of).collect()
     }
 
     async fn erase_user(&self, user: &UserId) -> Result<(), ContentError> {

@@ -15,7 +15,8 @@ mod types;
 pub use error::ContentError;
 pub use service::{ContentService, ContentUrl};
 pub use types::{
-    Bookmark, Cursor, Limit, Page, Rating, RatingSummary, Review, ReviewSort, VoteSummary,
+    Bookmark, Cursor, Film, Limit, Page, Rating, RatingSummary, Review, ReviewSort, ReviewsOf,
+    UserRating, VoteSummary, rating_id,
 };
 
 use async_trait::async_trait;
@@ -76,21 +77,24 @@ pub trait ContentStore: Send + Sync {
     ) -> Result<Page<Bookmark>, ContentError>;
 
     /// Posts the user's one review of a film (`ReviewExists` when there is one), setting
-    /// their rating too when `score` is given, in one transaction.
+    /// their rating too when `score` is given, in one transaction. `title`: seed 003's.
     async fn post_review(
         &self,
         user: &UserId,
         film: FilmId,
+        title: Option<String>,
         text: ReviewText,
         score: Option<Score>,
         now: Timestamp,
     ) -> Result<Review, ContentError>;
     async fn review(&self, id: ReviewId) -> Result<Option<Review>, ContentError>;
-    /// The author's change of text and/or rating.
+    /// The author's change of text and/or rating (and seed 003's title: `Some(None)`
+    /// clears it).
     async fn edit_review(
         &self,
         user: &UserId,
         id: ReviewId,
+        title: Option<Option<String>>,
         text: Option<ReviewText>,
         score: Option<Score>,
         now: Timestamp,
@@ -131,6 +135,36 @@ pub trait ContentStore: Send + Sync {
         id: ReviewId,
         now: Timestamp,
     ) -> Result<bool, ContentError>;
+
+    /// Registers a film record (seed 003's catalogue).
+    async fn create_film(
+        &self,
+        title: String,
+        description: Option<String>,
+        now: Timestamp,
+    ) -> Result<Film, ContentError>;
+    async fn film(&self, id: FilmId) -> Result<Option<Film>, ContentError>;
+    /// Every film record by creation time.
+    async fn films(&self, ascending: bool) -> Result<Vec<Film>, ContentError>;
+    /// Changes the given fields (`description: Some(None)` clears it); `None` when absent.
+    async fn update_film(
+        &self,
+        id: FilmId,
+        title: Option<String>,
+        description: Option<Option<String>>,
+    ) -> Result<Option<Film>, ContentError>;
+    /// Removes the film record only: the viewers' ratings, reviews and bookmarks stay.
+    async fn delete_film(&self, id: FilmId) -> Result<bool, ContentError>;
+    async fn rating_by_id(&self, id: uuid::Uuid) -> Result<Option<UserRating>, ContentError>;
+    /// Every rating of a film, or of a user, by time of the last change.
+    async fn film_ratings(&self, film: FilmId) -> Result<Vec<UserRating>, ContentError>;
+    async fn user_ratings(
+        &self,
+        user: &UserId,
+        ascending: bool,
+    ) -> Result<Vec<UserRating>, ContentError>;
+    /// Every review of the set by creation time.
+    async fn reviews(&self, of: ReviewsOf, ascending: bool) -> Result<Vec<Review>, ContentError>;
 
     /// Removes everything of a user — ratings (out of the films' aggregates too), reviews
     /// (with the votes on them), their votes (out of the reviews' counts), bookmarks and

@@ -19,6 +19,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "reviews votes",
         include_str!("../migrations/0002_reviews.sql"),
     ),
+    (
+        3,
+        "seed 003 films, rating ids, review titles",
+        include_str!("../migrations/0003_seed003.sql"),
+    ),
 ];
 
 #[derive(Debug)]

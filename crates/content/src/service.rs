@@ -6,8 +6,8 @@ use ugc_log::LogProducer;
 use ugc_model::{FilmId, ReviewId, ReviewText, Score, Timestamp, UserId, Vote};
 
 use crate::{
-    Bookmark, ContentError, ContentStore, Cursor, Limit, Page, Rating, RatingSummary, Review,
-    ReviewSort, VoteSummary, postgres, sqlite,
+    Bookmark, ContentError, ContentStore, Cursor, Film, Limit, Page, Rating, RatingSummary, Review,
+    ReviewSort, ReviewsOf, UserRating, VoteSummary, postgres, sqlite,
 };
 
 /// Where content lives, from `UGC_CONTENT_URL`.
@@ -162,12 +162,13 @@ impl ContentService {
         &self,
         user: &UserId,
         film: FilmId,
+        title: Option<String>,
         text: ReviewText,
         score: Option<Score>,
     ) -> Result<Review, ContentError> {
         let r = self
             .store
-            .post_review(user, film, text, score, Timestamp::now())
+            .post_review(user, film, title, text, score, Timestamp::now())
             .await;
         self.changed(r)
     }
@@ -183,12 +184,13 @@ impl ContentService {
         &self,
         user: &UserId,
         id: ReviewId,
+        title: Option<Option<String>>,
         text: Option<ReviewText>,
         score: Option<Score>,
     ) -> Result<Review, ContentError> {
         let r = self
             .store
-            .edit_review(user, id, text, score, Timestamp::now())
+            .edit_review(user, id, title, text, score, Timestamp::now())
             .await;
         self.changed(r)
     }
@@ -249,6 +251,61 @@ impl ContentService {
     pub async fn unvote(&self, user: &UserId, id: ReviewId) -> Result<bool, ContentError> {
         let r = self.store.unvote(user, id, Timestamp::now()).await;
         self.changed(r)
+    }
+
+    pub async fn create_film(
+        &self,
+        title: String,
+        description: Option<String>,
+    ) -> Result<Film, ContentError> {
+        self.store
+            .create_film(title, description, Timestamp::now())
+            .await
+    }
+
+    pub async fn film(&self, id: FilmId) -> Result<Option<Film>, ContentError> {
+        self.store.film(id).await
+    }
+
+    pub async fn films(&self, ascending: bool) -> Result<Vec<Film>, ContentError> {
+        self.store.films(ascending).await
+    }
+
+    pub async fn update_film(
+        &self,
+        id: FilmId,
+        title: Option<String>,
+        description: Option<Option<String>>,
+    ) -> Result<Option<Film>, ContentError> {
+        self.store.update_film(id, title, description).await
+    }
+
+    pub async fn delete_film(&self, id: FilmId) -> Result<bool, ContentError> {
+        self.store.delete_film(id).await
+    }
+
+    pub async fn rating_by_id(&self, id: uuid::Uuid) -> Result<Option<UserRating>, ContentError> {
+        self.store.rating_by_id(id).await
+    }
+
+    pub async fn film_ratings(&self, film: FilmId) -> Result<Vec<UserRating>, ContentError> {
+        self.store.film_ratings(film).await
+    }
+
+    pub async fn user_ratings(
+        &self,
+        user: &UserId,
+        ascending: bool,
+    ) -> Result<Vec<UserRating>, ContentError> {
+        self.store.user_ratings(user, ascending).await
+    }
+
+    pub async fn reviews(
+        &self,
+        of: ReviewsOf,
+        ascending: bool,
+    ) -> Result<Vec<Review>, ContentError> {
+        self.store.reviews(of, ascending).await
     }
 
     /// Everything of a user, for the admins' erasure.

@@ -127,6 +127,49 @@ pub struct Review {
     pub dislikes: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Seed 003's reviews have a title beside their text; the native API shows none.
+    #[serde(skip)]
+    pub title: Option<String>,
+}
+
+/// A film record as seed 003's clients register it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Film {
+    pub film_id: FilmId,
+    pub title: String,
+    pub description: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// A rating with its id and author, as seed 003's clients address ratings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserRating {
+    pub rating_id: uuid::Uuid,
+    pub user_id: UserId,
+    pub film_id: FilmId,
+    pub score: Score,
+    pub updated_at: Timestamp,
+}
+
+/// Namespace of rating ids: a rating's id is a UUIDv5 of its user and film, so the one
+/// rating a user has of a film keeps one id through every change.
+const RATING_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x3c1d_0b7e_52a4_4f0e_8d6b_7a90_1e2f_3a4b);
+
+/// The id of `user`'s rating of `film`.
+pub fn rating_id(user: &UserId, film: FilmId) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &RATING_NAMESPACE,
+        format!("{}:{}", user.as_str(), film.as_uuid()).as_bytes(),
+    )
+}
+
+/// Which reviews a whole-list read takes (seed 003's lists are not paged).
+#[derive(Clone, Debug)]
+pub enum ReviewsOf {
+    All,
+    Film(FilmId),
+    User(UserId),
 }
 
 /// A review's votes after the caller's vote.

@@ -38,9 +38,22 @@ pub struct EventRequest {
         compat::seed001::send_get, compat::seed001::send_post,
         compat::seed002::produce, compat::seed002::batch_produce,
         compat::seed003::pause, compat::seed003::full_view, compat::seed003::quality_change,
+        compat::seed003_content::film_create, compat::seed003_content::films_list,
+        compat::seed003_content::film_get, compat::seed003_content::film_update,
+        compat::seed003_content::film_delete,
+        compat::seed003_content::review_create, compat::seed003_content::review_get,
+        compat::seed003_content::reviews_all, compat::seed003_content::reviews_of_film,
+        compat::seed003_content::reviews_mine, compat::seed003_content::reviews_of_user,
+        compat::seed003_content::review_update, compat::seed003_content::review_delete,
+        compat::seed003_content::rating_create, compat::seed003_content::rating_average,
+        compat::seed003_content::ratings_of_film, compat::seed003_content::rating_get,
+        compat::seed003_content::ratings_mine, compat::seed003_content::rating_update,
+        compat::seed003_content::rating_delete,
+        compat::seed003_content::bookmark_create, compat::seed003_content::bookmark_add_film,
+        compat::seed003_content::bookmark_films, compat::seed003_content::bookmark_remove_film,
         compat::seed004::post_progress,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &Descriptions),
     tags(
         (name = "ingest", description = "Viewer events in; a 2xx means durable"),
         (name = "progress", description = "Where the viewer stopped"),
@@ -50,7 +63,7 @@ pub struct EventRequest {
         (name = "compat: seed 000", description = "As the seed 000 service answered: `send_to_broker/{event_type}`, token in the `access_token_cookie` cookie"),
         (name = "compat: seed 001", description = "As the seed 001 service answered: data in the query string, token in the `access_token` cookie"),
         (name = "compat: seed 002", description = "As the seed 002 service answered: `produce` and `batch_produce`; 201 on success"),
-        (name = "compat: seed 003", description = "As the seed 003 player expected; tokenless events only with UGC_COMPAT_ANONYMOUS=true"),
+        (name = "compat: seed 003", description = "As the seed 003 player expected (tokenless events only with UGC_COMPAT_ANONYMOUS=true), and its content service under `/ugc_fastapi`: films, reviews, ratings and bookmarks on the same tables as the native content routes; 403 `{\"detail\":\"Not authenticated\"}` without the header"),
         (name = "compat: seed 004", description = "As the seed 004 service answered: position reports, 200 with a null body, 403 without the header"),
     )
 )]
@@ -65,13 +78,46 @@ pub fn document(compat: &CompatConfig) -> utoipa::openapi::OpenApi {
         .map(|s| format!("compat: seed {}", s.as_str()))
         .collect();
     doc.paths.paths.retain(|_, item| {
-        let tags = [&item.get, &item.post]
+        let tags = [&item.get, &item.post, &item.put, &item.patch, &item.delete]
             .into_iter()
             .flatten()
             .flat_map(|op| op.tags.iter().flatten());
         !tags.into_iter().any(|t| disabled.contains(t))
     });
     doc
+}
+
+/// OpenAPI requires a description on every response; where a handler gave none, the
+/// status code's reason phrase stands in ("Unauthorized", "Unprocessable Entity", ...).
+struct Descriptions;
+
+impl Modify for Descriptions {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        for item in api.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                for (code, response) in &mut op.responses.responses {
+                    if let utoipa::openapi::RefOr::T(r) = response
+                        && r.description.is_empty()
+                    {
+                        r.description = code
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                            .and_then(|c| c.canonical_reason())
+                            .unwrap_or("Response")
+                            .to_owned();
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct Security;

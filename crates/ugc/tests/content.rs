@@ -438,6 +438,11 @@ async fn a_database_that_is_down_answers_503_with_retry_after_then_recovers() {
         .get(&format!("/api/v1/films/{f}/rating"), &token(&u))
         .await;
     assert_eq!(status, 503);
+    // Readiness says so, naming the content database.
+    let (status, body) = s.get("/readyz", "").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not_ready", "{body}");
+    assert!(body["content"].is_string(), "{body}");
 
     pg.restart().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -453,6 +458,9 @@ async fn a_database_that_is_down_answers_503_with_retry_after_then_recovers() {
     let sum = summary(&s, &u, &f).await;
     assert_eq!(sum["count"], 1);
     assert_eq!(sum["my_score"], 2);
+    let (status, body) = s.get("/readyz", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("content").is_none(), "{body}");
 }
 
 async fn post_review(s: &Server, user: &str, film: &str, body: Value) -> (u16, Value) {

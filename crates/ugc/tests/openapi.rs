@@ -1,6 +1,8 @@
-//! The OpenAPI document, from outside: every declared parameter matches its route
-//! (path parameters are the route's `{placeholders}`, no more and no fewer; optional
-//! query parameters are not required), and every documented route answers.
+//! The OpenAPI document, from outside: it is a valid OpenAPI 3.1 document (the OpenAPI
+//! Initiative's own JSON Schema of 3.1 documents, `fixtures/openapi-3.1-schema.json`),
+//! every declared parameter matches its route (path parameters are the route's
+//! `{placeholders}`, no more and no fewer; optional query parameters are not required),
+//! and every documented route answers.
 
 mod common;
 
@@ -9,10 +11,8 @@ use std::collections::BTreeSet;
 use common::Server;
 use serde_json::Value;
 
-#[tokio::test]
-async fn every_declared_parameter_matches_its_route() {
-    let server = Server::start(&[]).await;
-    let doc: Value = server
+async fn document(server: &Server) -> Value {
+    server
         .http
         .get(format!("{}/openapi.json", server.base))
         .send()
@@ -20,7 +20,47 @@ async fn every_declared_parameter_matches_its_route() {
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_document_is_valid_openapi_3_1() {
+    let server = Server::start(&[]).await;
+    let doc = document(&server).await;
+    let schema: Value = serde_json::from_str(include_str!("fixtures/openapi-3.1-schema.json"))
+        .expect("the OpenAPI 3.1 schema parses");
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        // Formats too (`uri`, `uri-reference`, ...): 2020-12 only annotates them by default.
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("the OpenAPI 3.1 schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "/openapi.json is not a valid OpenAPI 3.1 document:\n{}",
+        errors.join("\n")
+    );
+    // The schema cannot see that every `$ref` points somewhere: check that here.
+    let text = doc.to_string();
+    let mut missing = BTreeSet::new();
+    for r in text.split("\"$ref\":\"").skip(1) {
+        let target = &r[..r.find('"').unwrap()];
+        let pointer = target.strip_prefix('#').expect("refs are local");
+        if doc.pointer(pointer).is_none() {
+            missing.insert(target.to_owned());
+        }
+    }
+    assert!(missing.is_empty(), "dangling $ref: {missing:?}");
+}
+
+#[tokio::test]
+async fn every_declared_parameter_matches_its_route() {
+    let server = Server::start(&[]).await;
+    let doc = document(&server).await;
     assert!(
         doc["openapi"]
             .as_str()

@@ -374,6 +374,93 @@ async fn an_overloaded_server_loses_and_doubles_nothing() {
     assert_eq!(rows[0], json!({"n": 100, "payloads": 100}));
 }
 
+/// The server answers 503 + Retry-After for a while, for a real cause: its log queue
+/// (one waiting append at most) is kept full by another client's flood of batches. The
+/// SDK keeps its events and retries; once the flood stops, everything arrives: nothing
+/// lost, nothing doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answering_503_loses_and_doubles_nothing() {
+    let server = Server::start(&["--log-queue", "1"]).await;
+    let browser = Browser::start().await;
+    let user = new_user();
+    open_player(&browser, &server, &user, &film()).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooder = server.token(&new_user(), &[]);
+    let url = format!("{}/api/v1/events/batch", server.base);
+    let batch = json!(
+        (0..50)
+            .map(|i| json!({"type": "custom", "name": "flood", "data": {"i": i}}))
+            .collect::<Vec<_>>()
+    );
+    let flood: Vec<_> = (0..24)
+        .map(|_| {
+            let (http, url, token, body, stop) = (
+                server.http.clone(),
+                url.clone(),
+                flooder.clone(),
+                batch.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut refused = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = http.post(&url).bearer_auth(&token).json(&body).send().await;
+                    if r.is_ok_and(|r| r.status() == 503) {
+                        refused += 1;
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+
+    browser
+        .js("for (let i = 0; i < 100; i++) ugc.track({type: 'custom', name: 'overload', data: {i}}); ugc.flush(); return true;")
+        .await;
+    // The SDK meets the 503 (reported to the page's onError as a retry).
+    browser
+        .wait_until(
+            "window.player.errors.some(e => e.kind === 'retrying' && /503/.test(e.message))",
+            WITHIN,
+            "the SDK is answered 503 while the log queue is full",
+        )
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut refused = 0;
+    for f in flood {
+        refused += f.await.unwrap();
+    }
+    assert!(refused > 0, "the flood itself met 503s");
+
+    browser
+        .wait_until(
+            "ugc.pending() === 0",
+            WITHIN,
+            "the queue empties once the server recovers",
+        )
+        .await;
+    let stats = browser.js("return ugc.stats();").await;
+    assert_eq!(stats["sent"], 100, "{stats}");
+    assert_eq!(stats["rejected"], 0, "{stats}");
+    server
+        .wait_for(
+            &format!(
+                "SELECT count() AS n FROM ugc.events WHERE user_id = '{user}' AND name = 'overload'"
+            ),
+            json!(100),
+            WITHIN,
+        )
+        .await;
+    let rows = server
+        .sql(&format!(
+            "SELECT count() AS n, uniqExact(event_id) AS ids, uniqExact(data) AS payloads FROM ugc.events \
+             WHERE user_id = '{user}' AND name = 'overload'"
+        ))
+        .await;
+    assert_eq!(rows[0], json!({"n": 100, "ids": 100, "payloads": 100}));
+}
+
 /// An item the server rejects is reported to onError and dropped, never retried.
 #[tokio::test]
 async fn rejected_items_are_reported_and_dropped() {

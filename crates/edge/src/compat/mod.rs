@@ -14,6 +14,7 @@ pub mod seed000;
 pub mod seed001;
 pub mod seed002;
 pub mod seed003;
+pub mod seed003_content;
 pub mod seed004;
 
 use std::net::IpAddr;

@@ -392,7 +392,7 @@ pub async fn post_review(
     let score: Option<Score> = field(obj, "score")?;
     let review = state
         .content()
-        .post_review(&principal.user, film, text, score)
+        .post_review(&principal.user, film, None, text, score)
         .await?;
     Ok((StatusCode::CREATED, Json(review)).into_response())
 }
@@ -447,7 +447,7 @@ pub async fn patch_review(
     Ok(Json(
         state
             .content()
-            .edit_review(&principal.user, id, text, score)
+            .edit_review(&principal.user, id, None, text, score)
             .await?,
     ))
 }
