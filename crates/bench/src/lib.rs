@@ -7,7 +7,10 @@
 //! 2. batch ingest events/s vs appending the same encoded events straight to the log;
 //! 3. loader rows/s vs one straight insert of the same rows into the store;
 //! 4. freshness (2xx → visible to a query) at half the maximum rate vs on an idle server;
-//! 5. peak RSS of the API under maximum load and of the loader draining a large backlog.
+//! 5. peak RSS of the API under maximum load and of the loader draining a large backlog;
+//! 6. RS256 ingest with the verified-token cache on vs off;
+//! 7. content: a mixed load of ratings, reviews and bookmarks over HTTP on 10M seeded
+//!    ratings vs the same statements through sqlx, on SQLite and PostgreSQL.
 //!
 //! Systems under test run as child processes (`ugc serve` from the `ugc` binary beside
 //! this one, or a hidden child of `ugc-bench`), so their memory and CPU can be read from `/proc` and each has its
@@ -77,10 +80,17 @@ pub struct BenchArgs {
     #[arg(long)]
     pub server_backlog: Option<u64>,
 
-    /// Only these backends (comma-separated: embedded, kafka, servers) [default: all;
-    /// kafka and servers run when the broker and the server are installed].
+    /// Only these backends (comma-separated: embedded, kafka, servers for scenarios 1-6;
+    /// sqlite, postgres for the content scenario 7) [default: all; kafka and servers run
+    /// when the broker and the server are installed].
     #[arg(long, value_delimiter = ',')]
     pub backends: Vec<String>,
+
+    /// Divide the content scenario's data by this: 1 seeds 10,000,000 ratings over
+    /// 100,000 films and 1,000,000 users, 1,000,000 reviews and 1,000,000 bookmarks; 100
+    /// is a 1/100 run [default: 1; quick: 1000].
+    #[arg(long)]
+    pub content_scale: Option<u64>,
 
     /// Threads of the load generator; the rest of the machine serves [default: 1].
     #[arg(long)]
@@ -133,6 +143,8 @@ pub(crate) struct Plan {
     pub batch_size: usize,
     pub backlog: u64,
     pub server_backlog: u64,
+    /// The content scenario's data is the full figure divided by this.
+    pub content_scale: u64,
     /// Backends to run by their short names; empty: all.
     pub backends: Vec<String>,
     pub client_threads: usize,
@@ -183,6 +195,7 @@ impl Plan {
                 .server_backlog
                 .unwrap_or(if q { 20_000 } else { 10_000_000 })
                 .max(1),
+            content_scale: a.content_scale.unwrap_or(if q { 1000 } else { 1 }).max(1),
             backends: a.backends.clone(),
             client_threads: a.client_threads.unwrap_or(1).max(1),
             idle_probes: if q { 5 } else { 20 },

@@ -20,6 +20,11 @@ use crate::progress::{Progress, thousands};
 pub trait Worker: Send + 'static {
     /// Does unit `i` (workers stride through a shared pool); returns the events it carried.
     fn call(&mut self, i: u64) -> impl Future<Output = Result<u64, String>> + Send;
+
+    /// Which route unit `i` is, for per-route latency (a mixed load has several).
+    fn route(&self, _i: u64) -> usize {
+        0
+    }
 }
 
 /// Keep-alive HTTP requests from a pool; success is the one expected status.
@@ -144,6 +149,8 @@ pub struct PhaseResult {
     pub first_error: Option<String>,
     pub secs: f64,
     pub hist: Histogram<u64>,
+    /// The latencies of each route (see [`Worker::route`]), indexed by route.
+    pub routes: Vec<Histogram<u64>>,
     /// (seconds into the measured window, events per second).
     pub timeline: Vec<(f64, f64)>,
     pub server_cpu_cores: Option<f64>,
@@ -184,8 +191,8 @@ async fn drive<W: Worker>(
     rate: Option<f64>,
     shared: Arc<Shared>,
     start: Instant,
-) -> Histogram<u64> {
-    let mut hist = histogram();
+) -> Vec<Histogram<u64>> {
+    let mut routes: Vec<Histogram<u64>> = vec![];
     // Open loop: each worker owns every n-th slot of the schedule, so the total rate holds
     // however slow single answers are; latency counts from the slot, not from the send
     // (a late send is the server's delay too: no coordinated omission).
@@ -210,6 +217,7 @@ async fn drive<W: Worker>(
             }
             None => Instant::now(),
         };
+        let route = w.route(i);
         let r = tokio::time::timeout(Duration::from_secs(60), w.call(i)).await;
         i += n as u64;
         let r = r.unwrap_or_else(|_| Err("no answer within 60 s".into()));
@@ -217,7 +225,10 @@ async fn drive<W: Worker>(
             Ok(events) => {
                 shared.ok_events.fetch_add(events, Ordering::Relaxed);
                 if shared.state.load(Ordering::Relaxed) == MEASURE {
-                    hist.saturating_record(began.elapsed().as_micros() as u64);
+                    if routes.len() <= route {
+                        routes.resize_with(route + 1, histogram);
+                    }
+                    routes[route].saturating_record(began.elapsed().as_micros() as u64);
                     shared.units.fetch_add(1, Ordering::Relaxed);
                     shared.events.fetch_add(events, Ordering::Relaxed);
                 }
@@ -235,7 +246,7 @@ async fn drive<W: Worker>(
             }
         }
     }
-    hist
+    routes
 }
 
 pub async fn run<W: Worker>(spec: &PhaseSpec, workers: Vec<W>, progress: &Progress) -> PhaseResult {
@@ -303,9 +314,16 @@ pub async fn run<W: Worker>(spec: &PhaseSpec, workers: Vec<W>, progress: &Progre
     let cpu1 = (procs::cpu_secs(server), procs::cpu_secs(me));
     let others1 = procs::others_cpu_secs();
     let mut hist = histogram();
+    let mut routes: Vec<Histogram<u64>> = vec![];
     for t in tasks {
-        if let Ok(h) = t.await {
-            let _ = hist.add(h);
+        if let Ok(hs) = t.await {
+            if routes.len() < hs.len() {
+                routes.resize_with(hs.len(), histogram);
+            }
+            for (r, h) in hs.iter().enumerate() {
+                let _ = hist.add(h);
+                let _ = routes[r].add(h);
+            }
         }
     }
     let cores = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / secs);
@@ -317,6 +335,7 @@ pub async fn run<W: Worker>(spec: &PhaseSpec, workers: Vec<W>, progress: &Progre
         first_error: shared.first_error.lock().ok().and_then(|e| e.clone()),
         secs,
         hist,
+        routes,
         timeline,
         // When the load runs in-process there is no separate server to tell apart.
         server_cpu_cores: cores(cpu0.0, cpu1.0),

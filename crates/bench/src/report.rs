@@ -209,6 +209,8 @@ impl Results {
         for o in &self.outcomes {
             let (figure, baseline) = match (&o.figure, &o.baseline) {
                 (Some(f), Some(b)) => (f.show(), format!("{} ({})", b.show(), b.what)),
+                // A figure with nothing to compare it with (how long seeding took).
+                (Some(f), None) if o.status == "ok" => (f.show(), String::new()),
                 _ => (
                     match &o.error {
                         Some(e) => format!("{}: {}", o.status, first_line(e)),

@@ -15,6 +15,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ugc_model::UserId;
 
+#[path = "content.rs"]
+mod content;
+
+use self::content::ContentDb;
 use crate::children;
 use crate::client::{self, Conn};
 use crate::load::{self, HttpWorker, LogWorker, Percentiles, PhaseResult, PhaseSpec};
@@ -212,6 +216,12 @@ fn key(id: &str, backend: &str) -> String {
     let rank = Backend::ALL
         .iter()
         .position(|b| b.label() == backend)
+        .or_else(|| {
+            ContentDb::ALL
+                .iter()
+                .position(|d| d.label() == backend)
+                .map(|p| p + Backend::ALL.len())
+        })
         .unwrap_or(9);
     format!("{id} {rank}")
 }
@@ -225,7 +235,7 @@ fn title(id: &str) -> &'static str {
         "5a" => "API peak RSS under max load",
         "5b" => "loader peak RSS draining the backlog",
         "6" => "RS256 single-event ingest, verified-token cache on vs off",
-        _ => "?",
+        other => content::title(other).unwrap_or("?"),
     }
 }
 
@@ -297,12 +307,15 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         .into_iter()
         .filter(|b| plan.backends.is_empty() || plan.backends.iter().any(|n| n == b.slug()))
         .collect();
-    if let Some(bad) = plan
-        .backends
-        .iter()
-        .find(|n| !Backend::ALL.iter().any(|b| b.slug() == n.as_str()))
-    {
-        bail!("--backends {bad}: expected embedded, kafka or servers");
+    let content_dbs: Vec<ContentDb> = ContentDb::ALL
+        .into_iter()
+        .filter(|d| plan.backends.is_empty() || plan.backends.iter().any(|n| n == d.slug()))
+        .collect();
+    if let Some(bad) = plan.backends.iter().find(|n| {
+        !Backend::ALL.iter().any(|b| b.slug() == n.as_str())
+            && !ContentDb::ALL.iter().any(|d| d.slug() == n.as_str())
+    }) {
+        bail!("--backends {bad}: expected embedded, kafka, servers, sqlite or postgres");
     }
     let infra = Infra::start(&ctx.progress, &chosen);
     for backend in chosen {
@@ -331,6 +344,15 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         }
     }
     drop(infra);
+    for db in content_dbs {
+        ctx.progress.done(&format!("── {} ──", db.label()));
+        if let Err(e) = content::run(&mut ctx, db) {
+            ctx.fail(&content::IDS, db.label(), &e);
+        }
+    }
+    if ctx.outcomes.keys().any(|k| k.starts_with("7 ")) {
+        ctx.notes.push(content::ANCHOR.into());
+    }
 
     if plan.quick {
         ctx.notes.insert(
@@ -364,6 +386,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
             "batch_size": plan.batch_size,
             "backlog": plan.backlog,
             "server_backlog": plan.server_backlog,
+            "content_scale": plan.content_scale,
             "client_threads": plan.client_threads,
             "idle_probes": plan.idle_probes,
             "probe_every_ms": plan.probe_every.as_millis() as u64,

@@ -74,6 +74,34 @@ fn bench_quick_measures_every_scenario_against_its_baseline_and_writes_results()
             );
         }
     }
+    // Content: seeded, then the mix over HTTP against the same statements without HTTP,
+    // with each route's percentiles against its target, on both databases.
+    for backend in ["content on SQLite", "content on PostgreSQL"] {
+        for id in ["7s", "7", "7a", "7b", "7c", "7d", "7e"] {
+            let o = outcomes
+                .iter()
+                .find(|o| o["id"] == id && o["backend"] == backend)
+                .unwrap_or_else(|| panic!("no outcome for scenario {id} on {backend}"));
+            assert_eq!(o["status"], "ok", "scenario {id} on {backend}: {o:#}");
+            assert!(
+                o["figure"]["value"].as_f64().unwrap_or(0.0) > 0.0,
+                "scenario {id} on {backend}: {o:#}"
+            );
+            if id != "7s" {
+                assert!(
+                    o["baseline"]["value"].as_f64().unwrap_or(0.0) > 0.0,
+                    "scenario {id} on {backend}: {o:#}"
+                );
+            }
+            if id.len() == 2 {
+                assert!(
+                    o["figure"]["latency_ms"]["p50"].as_f64().unwrap_or(0.0) > 0.0,
+                    "scenario {id} on {backend}: {o:#}"
+                );
+                assert!(o["target"]["text"].is_string(), "{o:#}");
+            }
+        }
+    }
     // Every HTTP phase has its percentiles.
     for o in outcomes
         .iter()

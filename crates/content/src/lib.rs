@@ -9,6 +9,7 @@
 mod error;
 mod migrations;
 pub mod relay;
+pub mod seed;
 mod service;
 mod types;
 

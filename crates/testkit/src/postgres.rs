@@ -19,6 +19,8 @@ pub struct Postgres {
     port: u16,
     dir: PathBuf,
     temp: Option<tempfile::TempDir>,
+    /// fsync on: the server's default durability (benchmarks), not the tests' speed.
+    durable: bool,
 }
 
 /// The uid and gid to run as: the `postgres` user when we are root, else ourselves.
@@ -45,6 +47,16 @@ fn command(bin: &str, user: Option<(u32, u32)>) -> Command {
 impl Postgres {
     /// Initialises a cluster in a new temp dir and starts it; fails loudly (with its log).
     pub fn start() -> Result<Postgres, String> {
+        Self::start_with(false)
+    }
+
+    /// Like [`Postgres::start`], with PostgreSQL's default `fsync = on`: a commit waits
+    /// for its WAL flush, as on an operator's server. For benchmarks.
+    pub fn start_durable() -> Result<Postgres, String> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Postgres, String> {
         if !Path::new(POSTGRES_BIN).join("postgres").exists() {
             return Err(format!(
                 "PostgreSQL 15 is not installed ({POSTGRES_BIN}/postgres): install the Debian \
@@ -84,6 +96,7 @@ impl Postgres {
             port: free_port(),
             dir,
             temp: Some(temp),
+            durable,
         };
         pg.spawn()?;
         Ok(pg)
@@ -103,7 +116,11 @@ impl Postgres {
             // Tests need no crash safety of their own database; the product's fsyncs are
             // its own business (SQLite) or the server's configuration (here).
             "-c",
-            "fsync=off",
+            if self.durable {
+                "fsync=on"
+            } else {
+                "fsync=off"
+            },
             "-c",
             "max_connections=200",
         ]);
