@@ -3,7 +3,7 @@
 //! exits when its stdin closes, so nothing outlives a suite that died.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,22 +17,25 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use ugc_edge::routes::events::record;
 use ugc_loader::{Loader, LoaderConfig};
 use ugc_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use ugc_log::kafka::{KafkaConfig, KafkaLog, TopicLayout};
 use ugc_log::{LogConsumer, LogProducer};
 use ugc_store::chdb::{ChdbConfig, ChdbStore};
 use ugc_store::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use ugc_store::sql::{self, Dialect, EventRow, ProgressRow};
-use ugc_store::{EventStore, LogPosition, QueryLimits};
+use ugc_model::Envelope;
+use ugc_store::{DATABASE, EventStore, LogPosition, QueryLimits, StoreBatch};
 
 use crate::procs::status_bytes;
-use crate::workload::{Rng, Workload};
+use crate::workload::{Rng, Workload, record};
 use crate::{BenchArgs, ChildKind};
 
 /// Records per append while filling a backlog (one fsync each).
 const FILL_CHUNK: u64 = 10_000;
+
+/// Events per `EventStore::insert` call of the straight insert: large enough that the
+/// store makes few parts, small enough that a chunk's rows fit in memory.
+const STRAIGHT_CHUNK: usize = 500_000;
 
 pub fn say(v: Value) {
     let mut out = std::io::stdout().lock();
@@ -97,12 +100,9 @@ fn empty_server() -> anyhow::Result<()> {
         })
 }
 
-pub fn events_file(dir: &Path) -> PathBuf {
-    dir.join("events.jsonl")
-}
-
-pub fn progress_file(dir: &Path) -> PathBuf {
-    dir.join("progress.jsonl")
+/// The backlog's log records as appended, one encoded envelope a line.
+pub fn envelopes_file(dir: &Path) -> PathBuf {
+    dir.join("envelopes.jsonl")
 }
 
 /// Where a role's log and store live: the embedded ones in its directory by default, or
@@ -128,7 +128,7 @@ impl Backends {
                     database: args
                         .internal_database
                         .clone()
-                        .unwrap_or_else(|| sql::DATABASE.into()),
+                        .unwrap_or_else(|| DATABASE.into()),
                     request_timeout: Duration::from_secs(600),
                     ..ClickHouseConfig::new(url)
                 }),
@@ -139,15 +139,7 @@ impl Backends {
     fn database(&self) -> &str {
         self.clickhouse
             .as_ref()
-            .map_or(sql::DATABASE, |c| c.database.as_str())
-    }
-
-    /// The row shape the store takes: the server's version decides it.
-    async fn dialect(&self) -> anyhow::Result<Dialect> {
-        Ok(match &self.clickhouse {
-            Some(c) => ClickHouseStore::connect(c.clone()).await?.dialect(),
-            None => Dialect::CURRENT,
-        })
+            .map_or(DATABASE, |c| c.database.as_str())
     }
 
     /// A fresh store (`name` is the embedded one's directory), migrated.
@@ -221,52 +213,39 @@ pub async fn producer(
 }
 
 /// Appends `n` events straight to a fresh log (in `dir`, or a Kafka topic), exactly as
-/// the API would encode them, and writes the rows the loader will derive from them in
-/// the store's row shape (for the straight insert).
+/// the API would encode them, and writes the same records to a file (for the straight
+/// insert).
 fn fill_log(dir: &Path, n: u64, users: usize, backends: &Backends) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let dialect = rt.block_on(backends.dialect())?;
     let (producer, embedded) = rt.block_on(producer(backends.kafka.as_ref(), dir))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
     let gen_dir = dir.to_owned();
     // Building events runs beside the appends, so the log's fsyncs overlap with it.
     let generator = std::thread::spawn(move || -> anyhow::Result<()> {
         let w = Workload::new(users, false)?;
-        let mut events = BufWriter::with_capacity(1 << 20, File::create(events_file(&gen_dir))?);
-        let mut progress =
-            BufWriter::with_capacity(1 << 20, File::create(progress_file(&gen_dir))?);
+        let mut envelopes =
+            BufWriter::with_capacity(1 << 20, File::create(envelopes_file(&gen_dir))?);
         let mut rng = Rng::new(0xf111);
         let mut offset = 0u64;
         while offset < n {
             let k = FILL_CHUNK.min(n - offset);
             let mut batch = Vec::with_capacity(k as usize);
-            for j in 0..k {
+            for _ in 0..k {
                 let user = &w.users[rng.below(w.users.len() as u64) as usize];
-                let env = w.envelope(&w.event(&mut rng), user)?;
-                // Offsets in append order: the embedded log's exactly, a topic's roughly
-                // (it spreads users over partitions); the rows' size is what matters.
-                let pos = LogPosition {
-                    partition: 0,
-                    offset: offset + j,
-                };
-                serde_json::to_writer(&mut events, &EventRow::for_dialect(&dialect, pos, &env))?;
-                events.write_all(b"\n")?;
-                if let Some(p) = ProgressRow::for_dialect(&dialect, &env) {
-                    serde_json::to_writer(&mut progress, &p)?;
-                    progress.write_all(b"\n")?;
-                }
-                batch.push(record(&env));
+                let rec = record(&w.envelope(&w.event(&mut rng), user)?);
+                envelopes.write_all(&rec.payload)?;
+                envelopes.write_all(b"\n")?;
+                batch.push(rec);
             }
             offset += k;
             if tx.send(batch).is_err() {
                 break;
             }
         }
-        events.flush()?;
-        progress.flush()?;
+        envelopes.flush()?;
         Ok(())
     });
     let t0 = Instant::now();
@@ -297,7 +276,7 @@ fn fill_log(dir: &Path, n: u64, users: usize, backends: &Backends) -> anyhow::Re
         "events": done,
         "secs": secs,
         "log_bytes": size(dir.join("log.redb")),
-        "rows_bytes": size(events_file(dir)) + size(progress_file(dir)),
+        "envelopes_bytes": size(envelopes_file(dir)),
     }}));
     Ok(())
 }
@@ -462,65 +441,47 @@ async fn count_events(store: &dyn EventStore, database: &str) -> anyhow::Result<
         .context("count() gave no number")
 }
 
-/// Scenario 3's baseline: the very rows the loader derives, inserted into a fresh store
-/// straight from the files, one statement per table: chDB reads each file itself
-/// (`INSERT … FROM INFILE`); a server gets each file as the body of one HTTP INSERT
-/// (what `clickhouse-client` reading a file does over its own protocol).
+/// Scenario 3's baseline: the very records of the backlog handed straight to a fresh
+/// store through `EventStore::insert`, [`STRAIGHT_CHUNK`] events a call (the store
+/// derives the same rows as for the loader and inserts each table's in one statement),
+/// with no log, no per-batch commit and no duplicate window in between. Only the insert
+/// calls are timed, not reading the file.
 fn straight_insert(dir: &Path, n: u64, backends: &Backends) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    // The product's schema, created the product's way; the insert then goes around it.
     let store = rt.block_on(backends.store(dir, "chdb-straight"))?;
-    let db = backends.database();
-    let tables = [
-        ("events", events_file(dir)),
-        ("progress", progress_file(dir)),
-    ];
-    let secs = match &backends.clickhouse {
-        Some(c) => {
-            let port: u16 = c
-                .url
-                .trim_end_matches('/')
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .context("the ClickHouse URL names no port")?;
-            let bodies = tables
-                .iter()
-                .map(|(table, file)| {
-                    let mut body =
-                        format!("INSERT INTO {db}.{table} FORMAT JSONEachRow\n").into_bytes();
-                    File::open(file)?.read_to_end(&mut body)?;
-                    anyhow::Ok(body)
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let t0 = Instant::now();
-            for body in &bodies {
-                ugc_testkit::clickhouse::post(port, body)
-                    .map_err(|e| anyhow::anyhow!("the straight insert failed: {e}"))?;
-            }
-            t0.elapsed().as_secs_f64()
+    let mut lines = BufReader::with_capacity(1 << 20, File::open(envelopes_file(dir))?).split(b'\n');
+    let mut offset = 0u64;
+    let mut busy = Duration::ZERO;
+    loop {
+        let first = offset;
+        let mut events = Vec::with_capacity(STRAIGHT_CHUNK);
+        for line in lines.by_ref().take(STRAIGHT_CHUNK) {
+            let env = Envelope::decode(&line?).map_err(anyhow::Error::msg)?;
+            // Offsets in append order: the embedded log's exactly, a topic's roughly (it
+            // spreads users over partitions); the rows' size is what matters.
+            events.push((LogPosition { partition: 0, offset }, env));
+            offset += 1;
         }
-        None => {
-            let lib = ugc_chdb::Library::load(&chdb_library())?;
-            let mut conn = ugc_chdb::Connection::open(&lib, &dir.join("chdb-straight"), &[])?;
-            let t0 = Instant::now();
-            for (table, file) in &tables {
-                let q = format!(
-                    "INSERT INTO {db}.{table} FROM INFILE {} SETTINGS async_insert = 0 FORMAT JSONEachRow",
-                    sql::quote(&file.to_string_lossy())
-                );
-                conn.query(&q, "TabSeparated")
-                    .with_context(|| format!("statement failed: {q}"))?;
-            }
-            t0.elapsed().as_secs_f64()
+        if events.is_empty() {
+            break;
         }
-    };
-    let stored = rt.block_on(count_events(store.as_ref(), db))?;
+        let batch = StoreBatch {
+            token: format!("straight:{first}-{offset}"),
+            events,
+            dead_letters: Vec::new(),
+        };
+        let t0 = Instant::now();
+        rt.block_on(store.insert(&batch))
+            .context("the straight insert failed")?;
+        busy += t0.elapsed();
+        say(json!({"progress": offset}));
+    }
+    let stored = rt.block_on(count_events(store.as_ref(), backends.database()))?;
     if stored != n {
         bail!("the straight insert stored {stored} of {n} rows");
     }
-    say(json!({"result": {"rows": stored, "secs": secs, "rss_peak": peak_rss()}}));
+    say(json!({"result": {"rows": stored, "secs": busy.as_secs_f64(), "rss_peak": peak_rss()}}));
     Ok(())
 }

@@ -5,7 +5,7 @@
 //!
 //! 1. single-event ingest req/s vs an empty handler on the same HTTP stack;
 //! 2. batch ingest events/s vs appending the same encoded events straight to the log;
-//! 3. loader rows/s vs one straight insert of the same rows into the store;
+//! 3. loader rows/s vs the same events handed straight to the store's insert;
 //! 4. freshness (2xx → visible to a query) at half the maximum rate vs on an idle server;
 //! 5. peak RSS of the API under maximum load and of the loader draining a large backlog;
 //! 6. RS256 ingest with the verified-token cache on vs off;
@@ -122,11 +122,11 @@ pub struct BenchArgs {
 pub enum ChildKind {
     /// An axum handler that reads the body and answers 202: the ceiling of scenario 1.
     EmptyServer,
-    /// Appends a backlog of events straight to a log, and writes the rows it implies.
+    /// Appends a backlog of events straight to a log, and writes the same records to a file.
     FillLog,
     /// Drains the log into a fresh store with the product's loader.
     Loader,
-    /// Inserts the same rows straight into a fresh store, one statement per table.
+    /// Inserts the same events straight into a fresh store through `EventStore::insert`.
     StraightInsert,
 }
 

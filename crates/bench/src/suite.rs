@@ -962,7 +962,7 @@ impl Prober {
 }
 
 /// Scenarios 3 and 5b: a backlog appended straight to a log; the product's loader drains
-/// it into a fresh store; the same rows inserted straight into another fresh store.
+/// it into a fresh store; the same events inserted straight into another fresh store.
 fn backlog_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Result<()> {
     let label = backend.label();
     let plan = ctx.plan;
@@ -1031,7 +1031,7 @@ fn backlog_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::
     });
 
     ctx.progress
-        .done("scenario 3: baseline, the same rows inserted straight into a fresh store");
+        .done("scenario 3: baseline, the same events inserted straight into a fresh store");
     let mut straight =
         procs::start_child(plan, ChildKind::StraightInsert, &dir, &with("straight"))?;
     let inserted = follow(ctx, &mut straight, "inserting", n)?;
@@ -1050,11 +1050,7 @@ fn backlog_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::
             "rows/s",
         ),
         Measure::new(
-            if backend.clickhouse() {
-                "one HTTP INSERT of the file per table"
-            } else {
-                "one INSERT … FROM INFILE per table"
-            },
+            "the same events straight into the store's insert",
             straight_rate,
             "rows/s",
         ),

@@ -1,14 +1,15 @@
 //! What the load looks like: many users with real signed tokens, and a viewer's event mix
 //! (mostly position reports, some pauses, quality switches and page views).
+//!
+//! The suite is a client like any other: it signs tokens with `jsonwebtoken`, and builds
+//! the log records it appends straight to a log from `ugc-model`'s public `Envelope`.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
 
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use ugc_edge::auth::{AuthConfig, mint_hs256};
-use ugc_edge::routes::events::{enrich, record};
 use ugc_log::OutRecord;
-use ugc_model::{Envelope, Timestamp, UserId, parse_event};
+use ugc_model::{ENVELOPE_VERSION, Envelope, EventId, Timestamp, UserId, parse_event};
 use uuid::Uuid;
 
 /// The HS256 secret of every server the suite starts; tokens are minted with it.
@@ -37,21 +38,25 @@ pub struct Workload {
     films: Vec<Uuid>,
 }
 
-pub fn auth_config() -> AuthConfig {
-    AuthConfig {
-        hs_secret: Some(SECRET.into()),
-        ..AuthConfig::default()
-    }
+/// An HS256 token for `user` with `roles`, signed with [`SECRET`], valid for a day
+/// (longer than any run): the claims `ugc token` puts in one.
+pub fn token(user: &UserId, roles: &[String]) -> anyhow::Result<String> {
+    let now = Timestamp::now().millis() / 1000;
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": user.as_str(), "roles": roles, "iat": now, "exp": now + 24 * 3600}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )?)
 }
 
-/// A token for `user` with `roles`, valid for a day (longer than any run).
-pub fn token(user: &UserId, roles: &[String]) -> anyhow::Result<String> {
-    Ok(mint_hs256(
-        &auth_config(),
-        user,
-        roles,
-        Duration::from_secs(24 * 3600),
-    )?)
+/// The log record of `env`, as the API appends it: keyed by user, so one user's events
+/// stay in order on one partition.
+pub fn record(env: &Envelope) -> OutRecord {
+    OutRecord {
+        key: env.user_id.as_ref().map(|u| u.as_str().as_bytes().to_vec()),
+        kind: env.event.type_name(),
+        payload: env.encode(),
+    }
 }
 
 impl Workload {
@@ -59,12 +64,11 @@ impl Workload {
     pub fn new(users: usize, with_tokens: bool) -> anyhow::Result<Self> {
         let mut rng = Rng::new(0x5eed);
         let films = (0..FILMS).map(|_| rng.uuid()).collect();
-        let auth = auth_config();
         let users = (0..users)
             .map(|_| {
                 let id = UserId::parse(rng.uuid().to_string()).map_err(anyhow::Error::msg)?;
                 let token = if with_tokens {
-                    mint_hs256(&auth, &id, &[], Duration::from_secs(24 * 3600))?
+                    token(&id, &[])?
                 } else {
                     String::new()
                 };
@@ -105,29 +109,35 @@ impl Workload {
         }
     }
 
-    /// What the API would append for `event` from `user`: the same parse and enrichment.
+    /// What the API would append for `event` from `user`: the same parse, and the
+    /// envelope the API fills in (id, user, times, address).
     pub fn envelope(&self, event: &Value, user: &User) -> anyhow::Result<Envelope> {
         let incoming = parse_event(event)
             .map_err(|e| anyhow::anyhow!("the workload built an invalid event: {e:?}"))?;
-        Ok(enrich(
-            incoming,
-            Some(&user.id),
-            Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            Timestamp::now(),
-        ))
+        let now = Timestamp::now();
+        Ok(Envelope {
+            v: ENVELOPE_VERSION,
+            event_id: incoming.event_id.unwrap_or_else(EventId::new_v7),
+            user_id: Some(user.id.clone()),
+            received_at: now,
+            occurred_at: incoming.occurred_at.unwrap_or(now),
+            client_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            context: incoming.context,
+            event: incoming.event,
+        })
     }
 
     /// `n` single-event requests like [`Self::single_pool`]'s, each user's with an RS256
     /// token signed by [`RS256_PRIVATE`] instead.
     pub fn single_pool_rs256(&self, n: usize, host: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-        let key = jsonwebtoken::EncodingKey::from_rsa_pem(RS256_PRIVATE.as_bytes())?;
+        let key = EncodingKey::from_rsa_pem(RS256_PRIVATE.as_bytes())?;
         let exp = Timestamp::now().millis() / 1000 + 24 * 3600;
         let tokens = self
             .users
             .iter()
             .map(|u| {
                 jsonwebtoken::encode(
-                    &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+                    &Header::new(Algorithm::RS256),
                     &json!({"sub": u.id.as_str(), "exp": exp}),
                     &key,
                 )

@@ -7,8 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use ugc_log::LogError;
 use ugc_model::FieldError;
-use ugc_query::QueryError;
-use ugc_store::StoreError;
+use ugc_query::{QueryError, StoreError};
 use utoipa::ToSchema;
 
 use crate::auth::AuthError;

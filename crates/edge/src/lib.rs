@@ -6,10 +6,11 @@ pub mod auth;
 pub mod compat;
 pub mod error;
 pub mod extract;
+mod ingest;
 pub mod limit;
 pub mod observe;
 pub mod openapi;
-pub mod routes;
+pub(crate) mod routes;
 pub mod state;
 pub mod web;
 

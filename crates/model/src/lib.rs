@@ -6,6 +6,7 @@ mod content;
 mod event;
 mod ids;
 mod parse;
+mod progress;
 mod timestamp;
 
 pub use content::{ReviewId, ReviewText, Score, Vote};
@@ -15,4 +16,5 @@ pub use event::{
 };
 pub use ids::{EventId, FilmId, UserId};
 pub use parse::{EVENT_TYPES, FieldError, IncomingEvent, parse_event};
+pub use progress::Progress;
 pub use timestamp::Timestamp;

@@ -9,8 +9,10 @@ pub mod erasure;
 use std::sync::Arc;
 
 use serde::Serialize;
-use ugc_model::{FilmId, UserId};
-use ugc_store::{EventStore, Progress, QueryLimits, QueryRows, StoreError};
+use ugc_model::{FilmId, Progress, UserId};
+use ugc_store::{EventStore, QueryLimits};
+/// The store's types this crate's answers carry, so its callers need not reach the store.
+pub use ugc_store::{Column, QueryRows, StoreError};
 
 /// Roles whose tokens may run SQL.
 pub const ANALYST_ROLES: &[&str] = &["admin", "analyst"];
@@ -43,7 +45,7 @@ pub struct QueryService {
 }
 
 /// One page of the "continue watching" list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProgressPage {
     pub items: Vec<Progress>,
     pub limit: u32,

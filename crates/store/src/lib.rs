@@ -10,14 +10,18 @@ mod engine;
 pub mod errors;
 pub mod metered;
 pub mod sandbox;
-pub mod sql;
+pub(crate) mod sql;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
-use ugc_model::{Envelope, EventId, FilmId, Timestamp, UserId};
+use ugc_model::{Envelope, EventId, FilmId, UserId};
+
+/// The database the tables live in unless configured otherwise (analysts' SQL names
+/// it: `ugc.events`).
+pub use sql::DATABASE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,16 +64,8 @@ pub struct StoreBatch {
     pub dead_letters: Vec<DeadLetter>,
 }
 
-/// The viewer's last known state in one film.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Progress {
-    pub film_id: FilmId,
-    /// Seconds into the film at the last position report.
-    pub position: u32,
-    /// Whether the latest event for this film was "watched to the end".
-    pub finished: bool,
-    pub updated_at: Timestamp,
-}
+/// The viewer's last known state in one film (defined once, in `ugc-model`).
+pub use ugc_model::Progress;
 
 /// A request to erase everything stored of one user ("right to be forgotten"), up to
 /// the second it was made.

@@ -167,9 +167,6 @@ pub struct Migration {
     pub statements: fn(&Schema) -> Vec<String>,
 }
 
-/// The embedded engine's `CREATE DATABASE`.
-pub const CREATE_DATABASE: &str = "CREATE DATABASE IF NOT EXISTS ugc ENGINE = Atomic";
-
 pub fn create_database(s: &Schema) -> String {
     // Atomic explicitly where it exists: clickhouse-local's (chDB's) default database
     // overlays the file system, and our tables must live apart from it.
@@ -823,7 +820,10 @@ mod tests {
 
     #[test]
     fn the_embedded_database_statement_is_the_current_dialects() {
-        assert_eq!(CREATE_DATABASE, create_database(&Schema::embedded()));
+        assert_eq!(
+            "CREATE DATABASE IF NOT EXISTS ugc ENGINE = Atomic",
+            create_database(&Schema::embedded())
+        );
     }
 
     #[test]

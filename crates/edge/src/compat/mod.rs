@@ -29,7 +29,6 @@ use ugc_model::{
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::routes::events::{enrich, record};
 use crate::state::AppState;
 
 /// One of the seed services.
@@ -140,7 +139,8 @@ impl Canonical {
     }
 }
 
-/// Makes the events durable; returns their ids once the log has them.
+/// Tags the events with their seed and makes them durable through the one ingest path
+/// ([`crate::ingest`]); returns their ids once the log has them.
 pub(crate) async fn ingest(
     state: &AppState,
     seed: Seed,
@@ -149,32 +149,25 @@ pub(crate) async fn ingest(
     ip: Option<IpAddr>,
     events: Vec<Canonical>,
 ) -> Result<Vec<EventId>, ApiError> {
-    let now = Timestamp::now();
-    let mut ids = Vec::with_capacity(events.len());
-    let mut records = Vec::with_capacity(events.len());
     for c in &events {
         check_depth(c)?;
     }
-    state.admit(user, ip, events.len())?;
+    let mut incoming = Vec::with_capacity(events.len());
     for c in events {
         let mut context = c.context;
         context
             .extra
             .insert("seed".into(), Value::String(seed.as_str().into()));
         merge_context(&mut context, c.extra);
-        let incoming = IncomingEvent {
+        incoming.push(IncomingEvent {
             event_id: None,
             claimed_user: claimed_user.clone(),
             occurred_at: c.occurred_at,
             context,
             event: c.event,
-        };
-        let env = enrich(incoming, user, ip, now);
-        ids.push(env.event_id);
-        records.push(record(&env));
+        });
     }
-    state.producer().append(records).await?;
-    Ok(ids)
+    crate::ingest::append(state, user, ip, incoming).await
 }
 
 /// Refuses, naming the client's field, a value nested deeper than the loader decodes.

@@ -16,7 +16,7 @@ use super::{
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ClientIp, JsonBody};
-use crate::routes::events::check_batch_size;
+use crate::ingest::check_batch_size;
 use crate::state::AppState;
 
 pub(super) fn routes() -> Router<AppState> {

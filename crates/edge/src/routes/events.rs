@@ -1,5 +1,5 @@
-//! Ingest: validate, enrich with what only the server knows, append to the log, and
-//! answer 202 only once the log says the events are durable.
+//! The ingest routes: validate, hand the valid events to [`crate::ingest`], and answer
+//! 202 only once the log says they are durable.
 
 use std::net::IpAddr;
 
@@ -9,16 +9,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
-use ugc_log::OutRecord;
-use ugc_model::{
-    ENVELOPE_VERSION, Envelope, EventId, FieldError, IncomingEvent, Timestamp, UserId, parse_event,
-};
+use ugc_model::{EventId, FieldError, parse_event};
 use utoipa::ToSchema;
 
 use crate::auth::AuthError;
 use crate::auth::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{BeaconBody, ClientIp, JsonBody, bearer_from};
+use crate::ingest::{self, check_batch_size, count_rejected};
 use crate::openapi::EventRequest;
 use crate::state::AppState;
 
@@ -56,76 +54,6 @@ pub struct BatchAccepted {
     pub results: Vec<BatchItem>,
 }
 
-/// Counts an event refused for its fields, by its type (`unknown` when that is not one).
-pub fn count_rejected(item: &Value) {
-    let kind = item
-        .get("type")
-        .and_then(Value::as_str)
-        .and_then(|t| ugc_model::EVENT_TYPES.iter().find(|k| **k == t).copied())
-        .unwrap_or("unknown");
-    metrics::counter!("ugc_events_rejected_total", "type" => kind, "reason" => "invalid")
-        .increment(1);
-}
-
-/// A batch must hold between one and the configured maximum of events; `field` names
-/// the list in the route's own body shape.
-pub fn check_batch_size(state: &AppState, len: usize, field: &str) -> Result<(), ApiError> {
-    let max = state.config().max_batch;
-    if len > max {
-        return Err(ApiError::TooLarge {
-            what: "the batch",
-            limit: format!("{max} events"),
-        });
-    }
-    if len == 0 {
-        return Err(ApiError::Validation(vec![FieldError::new(
-            field,
-            "the batch is empty",
-        )]));
-    }
-    Ok(())
-}
-
-/// Adds what only the server knows. The user always comes from the token.
-pub fn enrich(
-    incoming: IncomingEvent,
-    user: Option<&UserId>,
-    ip: Option<IpAddr>,
-    now: Timestamp,
-) -> Envelope {
-    let mut context = incoming.context;
-    // The server's id of the request wins over any a client put in the context.
-    if let Some(id) = crate::observe::request_id() {
-        context.extra.insert("request_id".into(), Value::String(id));
-    }
-    if let Some(claimed) = incoming
-        .claimed_user
-        .filter(|c| Some(c.as_str()) != user.map(UserId::as_str))
-    {
-        context
-            .extra
-            .insert("claimed_user_id".into(), Value::String(claimed));
-    }
-    Envelope {
-        v: ENVELOPE_VERSION,
-        event_id: incoming.event_id.unwrap_or_else(EventId::new_v7),
-        user_id: user.cloned(),
-        received_at: now,
-        occurred_at: incoming.occurred_at.unwrap_or(now),
-        client_ip: ip,
-        context,
-        event: incoming.event,
-    }
-}
-
-pub fn record(env: &Envelope) -> OutRecord {
-    OutRecord {
-        key: env.user_id.as_ref().map(|u| u.as_str().as_bytes().to_vec()),
-        kind: env.event.type_name(),
-        payload: env.encode(),
-    }
-}
-
 /// Record one viewer event.
 #[utoipa::path(
     post, path = "/api/v1/events", tag = "ingest",
@@ -152,14 +80,12 @@ pub async fn post_event(
         count_rejected(&body);
         ApiError::Validation(e)
     })?;
-    state.admit(Some(&principal.user), ip, 1)?;
-    let env = enrich(incoming, Some(&principal.user), ip, Timestamp::now());
-    state.producer().append(vec![record(&env)]).await?;
+    let event_ids = ingest::append(&state, Some(&principal.user), ip, vec![incoming]).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
-            event_id: env.event_id,
-            event_ids: vec![env.event_id],
+            event_id: event_ids[0],
+            event_ids,
         }),
     )
         .into_response())
@@ -287,20 +213,14 @@ async fn ingest_batch(
     items: Vec<Value>,
 ) -> Result<Response, ApiError> {
     check_batch_size(state, items.len(), "events")?;
-    let now = Timestamp::now();
-    let mut results = Vec::with_capacity(items.len());
-    let mut records = Vec::with_capacity(items.len());
-    let mut event_ids = Vec::with_capacity(items.len());
+    let mut valid = Vec::with_capacity(items.len());
+    // Each item's outcome; an accepted item's id is filled in once it is durable.
+    let mut outcomes: Vec<Option<BatchItem>> = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         match parse_event(item) {
             Ok(incoming) => {
-                let env = enrich(incoming, Some(&principal.user), ip, now);
-                records.push(record(&env));
-                event_ids.push(env.event_id);
-                results.push(BatchItem::Accepted {
-                    index,
-                    event_id: env.event_id,
-                });
+                valid.push(incoming);
+                outcomes.push(None);
             }
             Err(errors) => {
                 count_rejected(item);
@@ -308,28 +228,39 @@ async fn ingest_batch(
                     .first()
                     .cloned()
                     .unwrap_or_else(|| FieldError::new("", "invalid"));
-                results.push(BatchItem::Rejected {
+                outcomes.push(Some(BatchItem::Rejected {
                     index,
                     field: first.field,
                     reason: first.reason,
                     errors,
-                });
+                }));
             }
         }
     }
-    let accepted = records.len();
-    let status = if accepted == 0 {
-        StatusCode::UNPROCESSABLE_ENTITY
+    let accepted = valid.len();
+    let rejected = items.len() - accepted;
+    let (status, event_ids) = if accepted == 0 {
+        (StatusCode::UNPROCESSABLE_ENTITY, Vec::new())
     } else {
-        // The limit counts events, and the valid items go in together or not at all.
-        state.admit(Some(&principal.user), ip, accepted)?;
-        // All of a request's valid items are appended together: all durable or none.
-        state.producer().append(records).await?;
-        StatusCode::ACCEPTED
+        // The limit counts events, and the valid items go in together or not at all:
+        // all durable or none.
+        let ids = ingest::append(state, Some(&principal.user), ip, valid).await?;
+        (StatusCode::ACCEPTED, ids)
     };
+    // The ids come back in the valid items' order.
+    let valid_indexes: Vec<usize> = (0..outcomes.len())
+        .filter(|i| outcomes[*i].is_none())
+        .collect();
+    for (index, event_id) in valid_indexes.into_iter().zip(&event_ids) {
+        outcomes[index] = Some(BatchItem::Accepted {
+            index,
+            event_id: *event_id,
+        });
+    }
+    let results: Vec<BatchItem> = outcomes.into_iter().flatten().collect();
     let body = BatchAccepted {
         accepted,
-        rejected: results.len() - accepted,
+        rejected,
         event_ids,
         results,
     };

@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
-use ugc_model::{FieldError, FilmId, Timestamp};
-use ugc_store::{Column, Progress};
+use ugc_model::{FieldError, FilmId, Progress};
+use ugc_query::{Column, ProgressPage};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
@@ -12,33 +12,12 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::state::AppState;
 
-#[derive(Serialize, ToSchema)]
-pub struct ProgressView {
-    pub film_id: FilmId,
-    /// Seconds into the film at the last position report.
-    pub position: u32,
-    /// Whether the newest event for this film was "watched to the end".
-    pub finished: bool,
-    pub updated_at: Timestamp,
-}
-
-impl From<Progress> for ProgressView {
-    fn from(p: Progress) -> Self {
-        Self {
-            film_id: p.film_id,
-            position: p.position,
-            finished: p.finished,
-            updated_at: p.updated_at,
-        }
-    }
-}
-
 /// The caller's last position in a film.
 #[utoipa::path(
     get, path = "/api/v1/films/{film_id}/progress", tag = "progress",
     params(("film_id" = String, Path, description = "Film UUID")),
     responses(
-        (status = 200, body = ProgressView),
+        (status = 200, body = Progress),
         (status = 401, body = ErrorBody),
         (status = 404, description = "No position recorded for this film", body = ErrorBody),
         (status = 422, description = "film_id is not a UUID", body = ErrorBody),
@@ -49,12 +28,12 @@ pub async fn film_progress(
     State(state): State<AppState>,
     principal: Principal,
     Path(film_id): Path<String>,
-) -> Result<Json<ProgressView>, ApiError> {
+) -> Result<Json<Progress>, ApiError> {
     let film = uuid::Uuid::parse_str(&film_id)
         .map(FilmId::from)
         .map_err(|e| ApiError::Validation(vec![FieldError::new("film_id", e.to_string())]))?;
     match state.queries().film_progress(&principal.user, film).await? {
-        Some(p) => Ok(Json(p.into())),
+        Some(p) => Ok(Json(p)),
         None => Err(ApiError::NotFound(format!(
             "no progress recorded for film {film}"
         ))),
@@ -70,38 +49,24 @@ pub struct PageParams {
     offset: Option<u32>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct ProgressPageView {
-    pub items: Vec<ProgressView>,
-    pub limit: u32,
-    pub offset: u32,
-    /// Offset of the next page; absent on the last page.
-    pub next_offset: Option<u32>,
-}
-
 /// "Continue watching": films the caller started and has not finished, latest first.
 #[utoipa::path(
     get, path = "/api/v1/progress", tag = "progress", params(PageParams),
-    responses((status = 200, body = ProgressPageView), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, body = ProgressPage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []), ("cookie" = []))
 )]
 pub async fn continue_watching(
     State(state): State<AppState>,
     principal: Principal,
     params: Result<Query<PageParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ProgressPageView>, ApiError> {
+) -> Result<Json<ProgressPage>, ApiError> {
     let Query(params) =
         params.map_err(|e| ApiError::Validation(vec![FieldError::new("query", e.body_text())]))?;
     let page = state
         .queries()
         .continue_watching(&principal.user, params.limit, params.offset)
         .await?;
-    Ok(Json(ProgressPageView {
-        items: page.items.into_iter().map(Into::into).collect(),
-        limit: page.limit,
-        offset: page.offset,
-        next_offset: page.next_offset,
-    }))
+    Ok(Json(page))
 }
 
 #[derive(Deserialize, ToSchema)]
