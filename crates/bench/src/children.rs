@@ -21,9 +21,9 @@ use ugc_loader::{Loader, LoaderConfig};
 use ugc_log::embedded::{EmbeddedLog, EmbeddedLogConfig};
 use ugc_log::kafka::{KafkaConfig, KafkaLog, TopicLayout};
 use ugc_log::{LogConsumer, LogProducer};
+use ugc_model::Envelope;
 use ugc_store::chdb::{ChdbConfig, ChdbStore};
 use ugc_store::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use ugc_model::Envelope;
 use ugc_store::{DATABASE, EventStore, LogPosition, QueryLimits, StoreBatch};
 
 use crate::procs::status_bytes;
@@ -451,7 +451,8 @@ fn straight_insert(dir: &Path, n: u64, backends: &Backends) -> anyhow::Result<()
         .enable_all()
         .build()?;
     let store = rt.block_on(backends.store(dir, "chdb-straight"))?;
-    let mut lines = BufReader::with_capacity(1 << 20, File::open(envelopes_file(dir))?).split(b'\n');
+    let mut lines =
+        BufReader::with_capacity(1 << 20, File::open(envelopes_file(dir))?).split(b'\n');
     let mut offset = 0u64;
     let mut busy = Duration::ZERO;
     loop {
@@ -461,7 +462,13 @@ fn straight_insert(dir: &Path, n: u64, backends: &Backends) -> anyhow::Result<()
             let env = Envelope::decode(&line?).map_err(anyhow::Error::msg)?;
             // Offsets in append order: the embedded log's exactly, a topic's roughly (it
             // spreads users over partitions); the rows' size is what matters.
-            events.push((LogPosition { partition: 0, offset }, env));
+            events.push((
+                LogPosition {
+                    partition: 0,
+                    offset,
+                },
+                env,
+            ));
             offset += 1;
         }
         if events.is_empty() {

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use ugc_model::{FilmId, Progress, UserId};
-use ugc_store::{EventStore, QueryLimits};
 /// The store's types this crate's answers carry, so its callers need not reach the store.
 pub use ugc_store::{Column, QueryRows, StoreError};
+use ugc_store::{EventStore, QueryLimits};
 
 /// Roles whose tokens may run SQL.
 pub const ANALYST_ROLES: &[&str] = &["admin", "analyst"];
