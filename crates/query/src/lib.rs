@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use ugc_model::{FilmId, UserId};
+use ugc_store::analytics::{AnalyticsAnswer, AnalyticsRequest};
 use ugc_store::{EventStore, Progress, QueryLimits, QueryRows, StoreError};
 
 /// Roles whose tokens may run SQL.
@@ -123,6 +124,21 @@ impl QueryService {
             Err(StoreError::NotAllowed(msg)) => Err(QueryError::NotAllowed(msg)),
             other => Ok(other?),
         }
+    }
+
+    /// Answers one question of the analytics API (roles `admin` or `analyst`), with the
+    /// time the store took to answer it.
+    pub async fn analytics<R: AsRef<str>>(
+        &self,
+        roles: &[R],
+        request: &AnalyticsRequest,
+    ) -> Result<(AnalyticsAnswer, std::time::Duration), QueryError> {
+        if !roles.iter().any(|r| ANALYST_ROLES.contains(&r.as_ref())) {
+            return Err(QueryError::Forbidden);
+        }
+        let started = std::time::Instant::now();
+        let answer = self.store.analytics(request).await?;
+        Ok((answer, started.elapsed()))
     }
 
     /// Erasure of users' data, for admins.

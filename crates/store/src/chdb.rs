@@ -128,6 +128,10 @@ impl Engine for ChdbStore {
     async fn each_row(&self, sql: String) -> Result<Vec<u8>, StoreError> {
         self.run(sql, "JSONEachRow").await
     }
+
+    async fn report_rows(&self, sql: String) -> Result<Vec<u8>, StoreError> {
+        Self::run_on(self.analyst.clone(), sql, "JSONEachRow").await
+    }
 }
 
 #[async_trait]
@@ -237,6 +241,13 @@ impl EventStore for ChdbStore {
 
     async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError> {
         engine::rows_left(self, erasure).await
+    }
+
+    async fn analytics(
+        &self,
+        request: &crate::analytics::AnalyticsRequest,
+    ) -> Result<crate::analytics::AnalyticsAnswer, StoreError> {
+        engine::analytics(self, request).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -564,6 +564,13 @@ impl EventStore for ClickHouseStore {
         engine::rows_left(self, erasure).await
     }
 
+    async fn analytics(
+        &self,
+        request: &crate::analytics::AnalyticsRequest,
+    ) -> Result<crate::analytics::AnalyticsAnswer, StoreError> {
+        engine::analytics(self, request).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         // One attempt, a short wait: readiness must answer quickly, not retry.
         self.fetch(

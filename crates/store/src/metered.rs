@@ -20,6 +20,7 @@ const READS: &[&str] = &[
     "recent_event_ids",
     "erasures",
     "rows_left",
+    "analytics",
 ];
 
 impl Metered {
@@ -141,6 +142,13 @@ impl EventStore for Metered {
 
     async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError> {
         read("rows_left", self.inner.rows_left(erasure)).await
+    }
+
+    async fn analytics(
+        &self,
+        request: &crate::analytics::AnalyticsRequest,
+    ) -> Result<crate::analytics::AnalyticsAnswer, StoreError> {
+        read("analytics", self.inner.analytics(request)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
