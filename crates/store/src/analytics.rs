@@ -355,12 +355,14 @@ pub fn statement(s: &Schema, req: &AnalyticsRequest) -> String {
         } => {
             let len = length.map_or_else(|| "max(p)".to_owned(), |l| l.to_string());
             format!(
-                "SELECT toUInt64(count()) AS viewers, toUInt64({len}) AS len, groupArray(p) AS ps, \
+                // The outer SELECT leaves the viewers' positions behind.
+                "SELECT viewers, len, reached FROM (\
+                 SELECT toUInt64(count()) AS viewers, toUInt64({len}) AS len, groupArray(p) AS ps, \
                  arrayMap(i -> toUInt64(arrayCount(x -> x * {buckets} >= len * i, ps)), \
                  range({n})) AS reached \
                  FROM (SELECT user_id, max(ifNull(position, 0)) AS p FROM {db}.events \
                  WHERE event_type = 'view_progress' AND film_id = {f} AND {w} AND user_id != '' \
-                 GROUP BY user_id)",
+                 GROUP BY user_id))",
                 n = buckets + 1,
                 f = film_literal(film),
                 w = within(s, period)
@@ -393,9 +395,9 @@ pub fn statement(s: &Schema, req: &AnalyticsRequest) -> String {
             let h = |x: &str| format!("toUInt32OrZero(extract(tupleElement(x, {x}), '^[0-9]+'))");
             let (hf, ht) = (h("3"), h("4"));
             format!(
-                "SELECT toUInt64(b) AS b, tupleElement(e, 1) AS kind, tupleElement(e, 2) AS key, \
+                "SELECT toUInt64(pb) AS b, tupleElement(e, 1) AS kind, tupleElement(e, 2) AS key, \
                  toUInt64(sum(tupleElement(e, 3))) AS value \
-                 FROM (SELECT b, arrayConcat( \
+                 FROM (SELECT pb, arrayConcat( \
                    arrayMap((n, st, en) -> ('time', n, greatest(en - st, 0)), \
                      arrayConcat([tupleElement(sw[1], 3)], arrayMap(x -> tupleElement(x, 4), sw)), \
                      arrayConcat([toInt64(0)], arrayMap(x -> toInt64(tupleElement(x, 2)), sw)), \
@@ -403,13 +405,13 @@ pub fn statement(s: &Schema, req: &AnalyticsRequest) -> String {
                    arrayMap(x -> ('switch', concat(tupleElement(x, 3), '\\t', tupleElement(x, 4)), toInt64(1)), sw), \
                    arrayMap(x -> ('direction', multiIf({hf} > 0 AND {ht} > {hf}, 'up', \
                      {ht} > 0 AND {ht} < {hf}, 'down', 'other'), toInt64(1)), sw)) AS entries \
-                 FROM (SELECT {bk} AS b, user_id, film_id, \
+                 FROM (SELECT {bk} AS pb, user_id, film_id, \
                    arraySort(groupArrayIf((ms, ifNull(position, 0), ifNull(quality_from, ''), \
                      ifNull(quality_to, '')), event_type = 'quality_change')) AS sw, \
                    max(ifNull(position, 0)) AS end_pos \
                    FROM (SELECT *, {t} AS ms FROM {db}.events \
                      WHERE event_type IN ('quality_change', 'view_progress') AND {w} AND user_id != '') \
-                   GROUP BY b, user_id, film_id HAVING length(sw) > 0)) \
+                   GROUP BY pb, user_id, film_id HAVING length(sw) > 0)) \
                  ARRAY JOIN entries AS e GROUP BY b, kind, key ORDER BY b, kind, key",
                 bk = bucket(grain, "ms"),
                 w = within(s, period)
@@ -443,11 +445,11 @@ pub fn statement(s: &Schema, req: &AnalyticsRequest) -> String {
         }
         AnalyticsRequest::Audience { period, grain } => format!(
             // First events are looked for before the period too: "new" is new ever.
-            "SELECT toUInt64(b) AS b, toUInt64(count()) AS active, toUInt64(countIf(b = first_b)) AS new_users \
+            "SELECT toUInt64(pb) AS b, toUInt64(count()) AS active, toUInt64(countIf(pb = first_b)) AS new_users \
              FROM (SELECT user_id, {first} AS first_b, groupUniqArrayIf({bk}, {t} >= {from}) AS bs \
                FROM {db}.events WHERE user_id != '' AND {t} < {to} GROUP BY user_id \
                HAVING length(bs) > 0) \
-             ARRAY JOIN bs AS b GROUP BY b ORDER BY b",
+             ARRAY JOIN bs AS pb GROUP BY pb ORDER BY pb",
             first = bucket(grain, &format!("min({t})")),
             bk = bucket(grain, t),
             from = period.from_ms,
@@ -472,14 +474,14 @@ pub fn statement(s: &Schema, req: &AnalyticsRequest) -> String {
         }
         AnalyticsRequest::ContentTop { period, by, limit } => {
             let order = match by {
-                ContentRank::Rating => "avg DESC, ratings DESC",
+                ContentRank::Rating => "mean_score DESC, ratings DESC",
                 ContentRank::Reviews => "reviews DESC",
                 ContentRank::Bookmarks => "bookmarks DESC",
             };
             format!(
                 "SELECT toString(film_id) AS film, toUInt64(countIf(last_rating = 'rating_set')) AS ratings, \
                  toUInt64(sumIf(score, last_rating = 'rating_set')) AS score_sum, \
-                 if(ratings = 0, 0, score_sum / ratings) AS avg, \
+                 if(ratings = 0, 0, score_sum / ratings) AS mean_score, \
                  toUInt64(sum(r)) AS reviews, toUInt64(sum(bm)) AS bookmarks \
                  FROM (SELECT film_id, user_id, \
                    argMaxIf(toString(event_type), {t}, event_type IN {RATINGS}) AS last_rating, \
