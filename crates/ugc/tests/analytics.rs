@@ -1026,7 +1026,7 @@ async fn the_dashboard_draws_every_chart_from_the_answers() {
     // (a day without starts has no startup time: no point).
     let drawn = browser
         .js("return Object.fromEntries(Object.entries(window.dashboard.charts).map(([k, c]) => \
-             [k, [c.data.datasets[0].data.filter((v) => v !== null).length, c.getDatasetMeta(0).data.filter((e) => Number.isFinite(e.x) && Number.isFinite(e.y)).length]]));")
+             [k, [c.data.datasets[0].data.filter((v) => v !== null).length, c.getDatasetMeta(0).data.filter((e) => !e.skip && Number.isFinite(e.x) && Number.isFinite(e.y)).length]]));")
         .await;
     for chart in ["top", "dropoff", "quality", "qoe", "audience", "pages"] {
         let [n, points] = [drawn[chart][0].as_u64(), drawn[chart][1].as_u64()];
