@@ -24,7 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use state::{AppState, EdgeConfig};
 
 use crate::error::ApiError;
-use crate::routes::{admin, content, events, health, queries};
+use crate::routes::{admin, analytics, content, events, health, queries};
 
 pub fn router(state: AppState) -> Router {
     let doc = openapi::document(&state.config().compat);
@@ -38,6 +38,20 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/progress", get(queries::continue_watching))
         .route("/api/v1/query", post(queries::analyst_sql))
+        .route("/api/v1/analytics/films/top", get(analytics::top_films))
+        .route(
+            "/api/v1/analytics/films/{film_id}/dropoff",
+            get(analytics::dropoff),
+        )
+        .route(
+            "/api/v1/analytics/films/{film_id}/summary",
+            get(analytics::film_summary),
+        )
+        .route("/api/v1/analytics/quality", get(analytics::quality))
+        .route("/api/v1/analytics/qoe", get(analytics::qoe))
+        .route("/api/v1/analytics/audience", get(analytics::audience))
+        .route("/api/v1/analytics/pages", get(analytics::pages))
+        .route("/api/v1/analytics/content/top", get(analytics::content_top))
         .route(
             "/api/v1/films/{film_id}/rating",
             get(content::get_rating)
@@ -71,6 +85,8 @@ pub fn router(state: AppState) -> Router {
         .route("/sdk/test.html", get(web::sdk_test_page))
         .route("/sdk/ugc.test.js", get(web::sdk_test_js))
         .route("/player/{film_id}", get(web::player))
+        .route("/dashboard", get(web::dashboard))
+        .route("/dashboard/chart.umd.min.js", get(web::chart_js))
         .route("/media/{*path}", get(web::media))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

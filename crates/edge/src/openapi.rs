@@ -6,7 +6,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::compat::{self, CompatConfig, Seed};
-use crate::routes::{admin, content, events, health, queries};
+use crate::routes::{admin, analytics, content, events, health, queries};
 
 /// An event as a client sends it: the event's own fields (selected by `type`) plus the
 /// optional common fields. Unknown fields are rejected, so typos do not pass silently.
@@ -28,6 +28,8 @@ pub struct EventRequest {
     paths(
         events::post_event, events::post_batch, events::post_beacon,
         queries::film_progress, queries::continue_watching, queries::analyst_sql,
+        analytics::top_films, analytics::dropoff, analytics::film_summary, analytics::quality,
+        analytics::qoe, analytics::audience, analytics::pages, analytics::content_top,
         content::put_rating, content::delete_rating, content::get_rating, content::my_ratings,
         content::put_bookmark, content::delete_bookmark, content::my_bookmarks,
         content::post_review, content::get_review, content::patch_review, content::delete_review,
@@ -58,7 +60,7 @@ pub struct EventRequest {
         (name = "ingest", description = "Viewer events in; a 2xx means durable"),
         (name = "progress", description = "Where the viewer stopped"),
         (name = "content", description = "Ratings, reviews, votes and bookmarks; every change is also an event in the log"),
-        (name = "analytics", description = "Read-only SQL over every event"),
+        (name = "analytics", description = "Answers over every event (top films, drop-off, quality, QoE, audience, pages, content), and read-only SQL; roles admin or analyst"),
         (name = "operations", description = "Health, readiness, and admins' erasure of a user's data"),
         (name = "compat: seed 000", description = "As the seed 000 service answered: `send_to_broker/{event_type}`, token in the `access_token_cookie` cookie"),
         (name = "compat: seed 001", description = "As the seed 001 service answered: data in the query string, token in the `access_token` cookie"),

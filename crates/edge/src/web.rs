@@ -19,6 +19,10 @@ const UGC_JS: &str = include_str!("../assets/ugc.js");
 const SDK_TEST_HTML: &str = include_str!("../assets/sdk-test.html");
 const SDK_TEST_JS: &str = include_str!("../assets/ugc.test.js");
 const PLAYER_HTML: &str = include_str!("../assets/player.html");
+const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
+/// Chart.js (MIT), the UMD build from its npm package as published, license beside it;
+/// `scripts/vendor-chartjs` replaces both with another version.
+const CHART_JS: &str = include_str!("../assets/vendor/chart.js/chart.umd.min.js");
 const SAMPLE: &[(&str, u32, &[u8])] = &[
     ("240.webm", 240, include_bytes!("../assets/sample-240.webm")),
     ("360.webm", 360, include_bytes!("../assets/sample-360.webm")),
@@ -46,6 +50,16 @@ pub async fn sdk_test_page() -> Response {
 
 pub async fn sdk_test_js() -> Response {
     text("text/javascript; charset=utf-8", SDK_TEST_JS)
+}
+
+/// The analysts' dashboard: charts of the analytics routes. The page holds no data; its
+/// script asks the API with the analyst's token (`#token=` or the `access_token` cookie).
+pub async fn dashboard() -> Response {
+    text("text/html; charset=utf-8", DASHBOARD_HTML)
+}
+
+pub async fn chart_js() -> Response {
+    text("text/javascript; charset=utf-8", CHART_JS)
 }
 
 /// One playable version of a film, as the player's quality menu lists it.

@@ -13,6 +13,9 @@ use ugc_model::{FilmId, Progress, UserId};
 /// The store's types this crate's answers carry, so its callers need not reach the store.
 pub use ugc_store::{Column, QueryRows, StoreError};
 use ugc_store::{EventStore, QueryLimits};
+/// The analytics questions and answers, typed, for the edge to parse into and answer from.
+pub use ugc_store::analytics;
+use ugc_store::analytics::{AnalyticsAnswer, AnalyticsRequest};
 
 /// Roles whose tokens may run SQL.
 pub const ANALYST_ROLES: &[&str] = &["admin", "analyst"];
@@ -125,6 +128,21 @@ impl QueryService {
             Err(StoreError::NotAllowed(msg)) => Err(QueryError::NotAllowed(msg)),
             other => Ok(other?),
         }
+    }
+
+    /// Answers one question of the analytics API (roles `admin` or `analyst`), with the
+    /// time the store took to answer it.
+    pub async fn analytics<R: AsRef<str>>(
+        &self,
+        roles: &[R],
+        request: &AnalyticsRequest,
+    ) -> Result<(AnalyticsAnswer, std::time::Duration), QueryError> {
+        if !roles.iter().any(|r| ANALYST_ROLES.contains(&r.as_ref())) {
+            return Err(QueryError::Forbidden);
+        }
+        let started = std::time::Instant::now();
+        let answer = self.store.analytics(request).await?;
+        Ok((answer, started.elapsed()))
     }
 
     /// Erasure of users' data, for admins.

@@ -129,6 +129,10 @@ impl Engine for ChdbStore {
     async fn each_row(&self, sql: String) -> Result<Vec<u8>, StoreError> {
         self.run(sql, "JSONEachRow").await
     }
+
+    async fn report_rows(&self, sql: String) -> Result<Vec<u8>, StoreError> {
+        Self::run_on(self.analyst.clone(), sql, "JSONEachRow").await
+    }
 }
 
 #[async_trait]
@@ -242,6 +246,13 @@ impl EventStore for ChdbStore {
 
     async fn overview(&self) -> Result<StoreOverview, StoreError> {
         engine::overview(self).await
+    }
+
+    async fn analytics(
+        &self,
+        request: &crate::analytics::AnalyticsRequest,
+    ) -> Result<crate::analytics::AnalyticsAnswer, StoreError> {
+        engine::analytics(self, request).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

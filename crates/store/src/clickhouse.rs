@@ -570,6 +570,13 @@ impl EventStore for ClickHouseStore {
         engine::overview(self).await
     }
 
+    async fn analytics(
+        &self,
+        request: &crate::analytics::AnalyticsRequest,
+    ) -> Result<crate::analytics::AnalyticsAnswer, StoreError> {
+        engine::analytics(self, request).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         // One attempt, a short wait: readiness must answer quickly, not retry.
         self.fetch(

@@ -18,6 +18,21 @@ pub(crate) trait Engine: Send + Sync {
     async fn execute(&self, sql: String) -> Result<(), StoreError>;
     /// Runs a SELECT and answers its rows as `JSONEachRow`.
     async fn each_row(&self, sql: String) -> Result<Vec<u8>, StoreError>;
+    /// Runs a read-only SELECT of the analytics API; the embedded engine runs it in the
+    /// analysts' session, so a long one never holds up the loader's inserts.
+    async fn report_rows(&self, sql: String) -> Result<Vec<u8>, StoreError> {
+        self.each_row(sql).await
+    }
+}
+
+pub(crate) async fn analytics(
+    engine: &(impl Engine + ?Sized),
+    request: &crate::analytics::AnalyticsRequest,
+) -> Result<crate::analytics::AnalyticsAnswer, StoreError> {
+    let out = engine
+        .report_rows(crate::analytics::statement(engine.schema(), request))
+        .await?;
+    crate::analytics::decode(request, &out)
 }
 
 pub(crate) async fn rows<T: serde::de::DeserializeOwned>(

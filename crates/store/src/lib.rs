@@ -4,6 +4,7 @@
 //! ClickHouse engine as a library); [`clickhouse::ClickHouseStore`] is a ClickHouse
 //! server or cluster over HTTP. Both run the same SQL from [`sql`].
 
+pub mod analytics;
 pub mod chdb;
 pub mod clickhouse;
 mod engine;
@@ -162,6 +163,13 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Rows of the user up to the request still stored.
     async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError>;
+
+    /// Answers one question of the analytics API with one statement
+    /// ([`analytics::statement`]), read-only, like an analyst's query.
+    async fn analytics(
+        &self,
+        request: &analytics::AnalyticsRequest,
+    ) -> Result<analytics::AnalyticsAnswer, StoreError>;
 
     /// Is the store usable right now?
     async fn ping(&self) -> Result<(), StoreError>;

@@ -23,6 +23,7 @@ const READS: &[&str] = &[
     "erasures",
     "rows_left",
     "overview",
+    "analytics",
 ];
 
 impl Metered {
@@ -144,6 +145,13 @@ impl EventStore for Metered {
 
     async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError> {
         read("rows_left", self.inner.rows_left(erasure)).await
+    }
+
+    async fn analytics(
+        &self,
+        request: &crate::analytics::AnalyticsRequest,
+    ) -> Result<crate::analytics::AnalyticsAnswer, StoreError> {
+        read("analytics", self.inner.analytics(request)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,4 +1,5 @@
 pub mod admin;
+pub mod analytics;
 pub mod content;
 pub mod events;
 pub mod health;
