@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use ugc_model::{FilmId, Progress, UserId};
-/// The store's types this crate's answers carry, so its callers need not reach the store.
-pub use ugc_store::{Column, QueryRows, StoreError};
-use ugc_store::{EventStore, QueryLimits};
 /// The analytics questions and answers, typed, for the edge to parse into and answer from.
 pub use ugc_store::analytics;
 use ugc_store::analytics::{AnalyticsAnswer, AnalyticsRequest};
+/// The store's types this crate's answers carry, so its callers need not reach the store.
+pub use ugc_store::{Column, QueryRows, StoreError};
+use ugc_store::{EventStore, QueryLimits};
 
 /// Roles whose tokens may run SQL.
 pub const ANALYST_ROLES: &[&str] = &["admin", "analyst"];
