@@ -65,7 +65,11 @@ impl Scale {
         let d = d.max(1);
         let films = (self.films / d).max(20);
         Scale {
-            films: if films % STEP == 0 { films + 1 } else { films },
+            films: if films.is_multiple_of(STEP) {
+                films + 1
+            } else {
+                films
+            },
             users: (self.users / d).max(20),
             ratings: self.ratings / d,
             reviews: self.reviews / d,
@@ -84,7 +88,7 @@ impl Scale {
         if self.films == 0 || self.users == 0 {
             return bad("needs films and users");
         }
-        if self.films % STEP == 0 {
+        if self.films.is_multiple_of(STEP) {
             return bad("the number of films must not be a multiple of 7919");
         }
         if per_user > self.films || bookmarks_per_user > self.films {
