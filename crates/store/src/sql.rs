@@ -303,8 +303,8 @@ pub fn events_overview(s: &Schema) -> String {
 pub fn dead_letters_last_hour(s: &Schema) -> String {
     format!(
         "SELECT if(position(reason, 'store refused the row') = 1, 'refused_by_store', 'undecodable') \
-         AS reason, uniqExact(log_partition, log_offset) AS n FROM {}.dead_letters \
-         WHERE loaded_at >= now() - 3600 GROUP BY reason",
+         AS reason_class, uniqExact(log_partition, log_offset) AS n FROM {}.dead_letters \
+         WHERE loaded_at >= now() - 3600 GROUP BY reason_class",
         s.db()
     )
 }
@@ -318,9 +318,11 @@ pub struct EventsOverviewRow {
     pub newest: u64,
 }
 
-/// A row of [`dead_letters_last_hour`].
+/// A row of [`dead_letters_last_hour`]. The class has an alias of its own: on 18.16 an
+/// alias named like the column it reads (`reason`) refers to itself.
 #[derive(Deserialize)]
 pub struct ReasonCountRow {
+    #[serde(rename = "reason_class")]
     pub reason: String,
     #[serde(deserialize_with = "lenient_u64")]
     pub n: u64,
