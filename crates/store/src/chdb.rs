@@ -162,6 +162,7 @@ impl EventStore for ChdbStore {
                 .filter_map(|(_, e)| ProgressRow::for_dialect(&self.schema.dialect, e)),
         )
         .await?;
+        let loaded_at = sql::now_seconds();
         self.insert_rows(
             "dead_letters",
             &format!("{}:dead", batch.token),
@@ -170,6 +171,7 @@ impl EventStore for ChdbStore {
                 log_offset: d.position.offset,
                 reason: &d.reason,
                 payload: String::from_utf8_lossy(&d.payload).into_owned(),
+                loaded_at,
             }),
         )
         .await

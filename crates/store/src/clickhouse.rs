@@ -409,12 +409,14 @@ impl ClickHouseStore {
             }
         }
         let mut dead = Vec::new();
+        let loaded_at = sql::now_seconds();
         for dl in batch.dead_letters.iter().filter(|dl| fresh(&dl.position)) {
             let row = DeadLetterRow {
                 log_partition: dl.position.partition,
                 log_offset: dl.position.offset,
                 reason: &dl.reason,
                 payload: String::from_utf8_lossy(&dl.payload).into_owned(),
+                loaded_at,
             };
             serde_json::to_writer(&mut dead, &row)
                 .map_err(|e| StoreError::Rejected(e.to_string()))?;

@@ -671,6 +671,17 @@ pub struct DeadLetterRow<'a> {
     pub log_offset: u64,
     pub reason: &'a str,
     pub payload: String,
+    /// Written, not left to the column's DEFAULT: 18.16 fills a field missing from
+    /// JSONEachRow with the type's zero (1970), not with `now()`.
+    pub loaded_at: i64,
+}
+
+/// Now, in Unix seconds: a `DateTime` value every dialect parses from JSONEachRow.
+pub fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// A time column as Unix milliseconds (an integer), the one form both dialects give:
