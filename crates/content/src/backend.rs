@@ -3,7 +3,7 @@
 // SQL is the same text on both (numbered `$N` parameters work on SQLite too).
 
 use async_trait::async_trait;
-use sqlx::{Pool, Row, Transaction};
+use sqlx::{Pool, Row};
 use ugc_model::{Envelope, Event, FilmId, ReviewId, ReviewText, Score, Timestamp, UserId, Vote};
 
 use crate::{
@@ -11,14 +11,16 @@ use crate::{
     Review, ReviewSort, ReviewsOf, UserRating, VoteSummary,
 };
 
-/// The content database. `writer` and `reader` are one pool on PostgreSQL.
+/// The content database. `writer` and `reader` are one pool on PostgreSQL. With
+/// `group`, changes are queued to the one writer task and committed in groups.
 #[derive(Clone)]
 pub struct Store {
     writer: Pool<Db>,
     reader: Pool<Db>,
+    group: Option<tokio::sync::mpsc::Sender<crate::group::Job<Conn>>>,
 }
 
-type Tx = Transaction<'static, Db>;
+type Conn = <Db as sqlx::Database>::Connection;
 
 fn film_key(f: FilmId) -> String {
     f.as_uuid().to_string()
@@ -56,7 +58,7 @@ fn paginate<T>(mut items: Vec<T>, limit: Limit, key: impl Fn(&T) -> Cursor) -> P
 
 /// Appends the change's event to the outbox, inside the change's transaction.
 async fn record(
-    tx: &mut Tx,
+    tx: &mut Conn,
     user: &UserId,
     event: Event,
     now: Timestamp,
@@ -68,7 +70,7 @@ async fn record(
         .bind(env.event_id.to_string())
         .bind(user.as_str())
         .bind(payload)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
@@ -77,7 +79,7 @@ async fn record(
 /// more rating of `added`, one fewer of `removed`. Increments, not values read earlier,
 /// so concurrent writers cannot overwrite each other.
 async fn bump(
-    tx: &mut Tx,
+    tx: &mut Conn,
     film: &str,
     count: i64,
     total: i64,
@@ -89,7 +91,7 @@ async fn bump(
     }
     sqlx::query("INSERT INTO film_ratings (film_id) VALUES ($1) ON CONFLICT (film_id) DO NOTHING")
         .bind(film)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     // Column names come from validated scores (0..=10), never from a client's text.
     let mut set = String::from("count = count + $2, total = total + $3");
@@ -103,14 +105,14 @@ async fn bump(
         .bind(film)
         .bind(count)
         .bind(total)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
 
 /// Sets or replaces a rating inside `tx`: the row, the film's aggregate, the event.
 async fn rate_in(
-    tx: &mut Tx,
+    tx: &mut Conn,
     user: &UserId,
     film: FilmId,
     score: Score,
@@ -127,7 +129,7 @@ async fn rate_in(
         .bind(i64::from(score.value()))
         .bind(now.millis())
         .bind(crate::rating_id(user, film).to_string())
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?
         .rows_affected()
             == 1;
@@ -139,7 +141,7 @@ async fn rate_in(
         let row = sqlx::query(&sql)
             .bind(user.as_str())
             .bind(&key)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?;
         // None: the same user's concurrent delete won the row; insert again.
         if let Some(row) = row {
@@ -151,7 +153,7 @@ async fn rate_in(
                 .bind(&key)
                 .bind(i64::from(score.value()))
                 .bind(now.millis())
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
             break Some(old);
         }
@@ -237,20 +239,20 @@ fn rating_row(r: &<Db as sqlx::Database>::Row) -> Result<UserRating, ContentErro
     })
 }
 
-async fn review_in(tx: &mut Tx, id: ReviewId) -> Result<Option<Review>, ContentError> {
+async fn review_in(tx: &mut Conn, id: ReviewId) -> Result<Option<Review>, ContentError> {
     let row = sqlx::query(&format!("{REVIEW_SELECT} WHERE v.review_id = $1"))
         .bind(id.to_string())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?;
     row.as_ref().map(review_of).transpose()
 }
 
 /// The review's author and film, locking the review row until the transaction ends.
-async fn review_owner(tx: &mut Tx, id: ReviewId) -> Result<(UserId, FilmId), ContentError> {
+async fn review_owner(tx: &mut Conn, id: ReviewId) -> Result<(UserId, FilmId), ContentError> {
     let sql = format!("SELECT user_id, film_id FROM reviews WHERE review_id = $1{FOR_UPDATE}");
     let row = sqlx::query(&sql)
         .bind(id.to_string())
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| ContentError::NotFound(format!("no review {id}")))?;
     let user = UserId::parse(row.try_get::<String, _>(0)?)
@@ -271,7 +273,7 @@ fn vote_deltas(old: Option<Vote>, new: Option<Vote>) -> (i64, i64) {
 }
 
 async fn move_votes(
-    tx: &mut Tx,
+    tx: &mut Conn,
     id: ReviewId,
     likes: i64,
     dislikes: i64,
@@ -285,19 +287,19 @@ async fn move_votes(
     .bind(id.to_string())
     .bind(likes)
     .bind(dislikes)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 async fn vote_summary(
-    tx: &mut Tx,
+    tx: &mut Conn,
     id: ReviewId,
     my_vote: Option<Vote>,
 ) -> Result<VoteSummary, ContentError> {
     let row = sqlx::query("SELECT likes, dislikes FROM reviews WHERE review_id = $1")
         .bind(id.to_string())
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await?;
     Ok(VoteSummary {
         review_id: id,
@@ -308,8 +310,22 @@ async fn vote_summary(
 }
 
 impl Store {
-    async fn begin(&self) -> Result<Tx, ContentError> {
-        Ok(self.writer.begin().await?)
+    /// Runs `change` in a transaction of its own (PostgreSQL), or in a savepoint of the
+    /// writer's next group commit (SQLite); answers once it is committed.
+    async fn write<R, F>(&self, change: F) -> Result<R, ContentError>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> crate::group::BoxFuture<'c, Result<R, ContentError>>
+            + Send
+            + 'static,
+    {
+        if let Some(queue) = &self.group {
+            return crate::group::submit(queue, change).await;
+        }
+        let mut tx = self.writer.begin().await?;
+        let out = change(&mut tx).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 }
 
@@ -334,19 +350,23 @@ impl ContentStore for Store {
             if rows.is_empty() {
                 return Ok(());
             }
-            let mut tx = self.begin().await?;
-            for r in &rows {
-                let user = user_of(r.try_get(0)?)?;
-                let film: String = r.try_get(1)?;
-                let id = crate::rating_id(&user, film_of(&film)?);
-                sqlx::query("UPDATE ratings SET rating_id = $3 WHERE user_id = $1 AND film_id = $2")
-                    .bind(user.as_str())
-                    .bind(&film)
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
+            self.write(move |tx| {
+                Box::pin(async move {
+                    for r in &rows {
+                        let user = user_of(r.try_get(0)?)?;
+                        let film: String = r.try_get(1)?;
+                        let id = crate::rating_id(&user, film_of(&film)?);
+                        sqlx::query("UPDATE ratings SET rating_id = $3 WHERE user_id = $1 AND film_id = $2")
+                            .bind(user.as_str())
+                            .bind(&film)
+                            .bind(id.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
         }
     }
 
@@ -362,9 +382,9 @@ impl ContentStore for Store {
         score: Score,
         now: Timestamp,
     ) -> Result<Rating, ContentError> {
-        let mut tx = self.begin().await?;
-        rate_in(&mut tx, user, film, score, now).await?;
-        tx.commit().await?;
+        let user = user.clone();
+        self.write(move |tx| Box::pin(async move { rate_in(tx, &user, film, score, now).await }))
+            .await?;
         Ok(Rating {
             film_id: film,
             score,
@@ -379,21 +399,26 @@ impl ContentStore for Store {
         now: Timestamp,
     ) -> Result<bool, ContentError> {
         let key = film_key(film);
-        let mut tx = self.begin().await?;
-        let row =
-            sqlx::query("DELETE FROM ratings WHERE user_id = $1 AND film_id = $2 RETURNING score")
+        let user = user.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let row = sqlx::query(
+                    "DELETE FROM ratings WHERE user_id = $1 AND film_id = $2 RETURNING score",
+                )
                 .bind(user.as_str())
                 .bind(&key)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        let old = score_of(row.try_get(0)?)?;
-        bump(&mut tx, &key, -1, -i64::from(old.value()), None, Some(old)).await?;
-        record(&mut tx, user, Event::RatingRemoved { film_id: film }, now).await?;
-        tx.commit().await?;
-        Ok(true)
+                let Some(row) = row else {
+                    return Ok(false);
+                };
+                let old = score_of(row.try_get(0)?)?;
+                bump(tx, &key, -1, -i64::from(old.value()), None, Some(old)).await?;
+                record(tx, &user, Event::RatingRemoved { film_id: film }, now).await?;
+                Ok(true)
+            })
+        })
+        .await
     }
 
     async fn rating_summary(
@@ -480,48 +505,49 @@ impl ContentStore for Store {
         now: Timestamp,
     ) -> Result<(Bookmark, bool), ContentError> {
         let key = film_key(film);
-        let mut tx = self.begin().await?;
-        let added = sqlx::query(
-            "INSERT INTO bookmarks (user_id, film_id, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id, film_id) DO NOTHING",
-        )
-        .bind(user.as_str())
-        .bind(&key)
-        .bind(now.millis())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if added {
-            record(&mut tx, user, Event::BookmarkAdded { film_id: film }, now).await?;
-            tx.commit().await?;
-            return Ok((
-                Bookmark {
-                    film_id: film,
-                    created_at: now,
-                },
-                true,
-            ));
-        }
-        let row =
-            sqlx::query("SELECT created_at FROM bookmarks WHERE user_id = $1 AND film_id = $2")
+        let user = user.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let added = sqlx::query(
+                    "INSERT INTO bookmarks (user_id, film_id, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (user_id, film_id) DO NOTHING",
+                )
+                .bind(user.as_str())
+                .bind(&key)
+                .bind(now.millis())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if added {
+                    record(tx, &user, Event::BookmarkAdded { film_id: film }, now).await?;
+                    let bookmark = Bookmark {
+                        film_id: film,
+                        created_at: now,
+                    };
+                    return Ok((bookmark, true));
+                }
+                let row = sqlx::query(
+                    "SELECT created_at FROM bookmarks WHERE user_id = $1 AND film_id = $2",
+                )
                 .bind(user.as_str())
                 .bind(&key)
                 .fetch_optional(&mut *tx)
                 .await?;
-        tx.commit().await?;
-        // Gone again already (a concurrent delete): it was there when this call looked.
-        let created_at = match row {
-            Some(row) => time_of(row.try_get(0)?)?,
-            None => now,
-        };
-        Ok((
-            Bookmark {
-                film_id: film,
-                created_at,
-            },
-            false,
-        ))
+                // Gone again already (a concurrent delete): it was there when this call
+                // looked.
+                let created_at = match row {
+                    Some(row) => time_of(row.try_get(0)?)?,
+                    None => now,
+                };
+                let bookmark = Bookmark {
+                    film_id: film,
+                    created_at,
+                };
+                Ok((bookmark, false))
+            })
+        })
+        .await
     }
 
     async fn remove_bookmark(
@@ -530,19 +556,24 @@ impl ContentStore for Store {
         film: FilmId,
         now: Timestamp,
     ) -> Result<bool, ContentError> {
-        let mut tx = self.begin().await?;
-        let removed = sqlx::query("DELETE FROM bookmarks WHERE user_id = $1 AND film_id = $2")
-            .bind(user.as_str())
-            .bind(film_key(film))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
-        if removed {
-            record(&mut tx, user, Event::BookmarkRemoved { film_id: film }, now).await?;
-            tx.commit().await?;
-        }
-        Ok(removed)
+        let user = user.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let removed =
+                    sqlx::query("DELETE FROM bookmarks WHERE user_id = $1 AND film_id = $2")
+                        .bind(user.as_str())
+                        .bind(film_key(film))
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        == 1;
+                if removed {
+                    record(tx, &user, Event::BookmarkRemoved { film_id: film }, now).await?;
+                }
+                Ok(removed)
+            })
+        })
+        .await
     }
 
     async fn bookmarks_of(
@@ -590,43 +621,47 @@ impl ContentStore for Store {
     ) -> Result<Review, ContentError> {
         let key = film_key(film);
         let id = ReviewId::new_v7();
-        let mut tx = self.begin().await?;
-        let posted = sqlx::query(
-            "INSERT INTO reviews (review_id, film_id, user_id, text, created_at, updated_at, title) \
-             VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (user_id, film_id) DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(&key)
-        .bind(user.as_str())
-        .bind(text.as_str())
-        .bind(now.millis())
-        .bind(title)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !posted {
-            let row =
-                sqlx::query("SELECT review_id FROM reviews WHERE user_id = $1 AND film_id = $2")
-                    .bind(user.as_str())
-                    .bind(&key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            return Err(ContentError::ReviewExists(review_id_of(row.try_get(0)?)?));
-        }
-        if let Some(score) = score {
-            rate_in(&mut tx, user, film, score, now).await?;
-        }
-        let event = Event::ReviewPosted {
-            film_id: film,
-            review_id: id,
-            text,
-            score,
-        };
-        record(&mut tx, user, event, now).await?;
-        let review = review_in(&mut tx, id).await?;
-        tx.commit().await?;
-        review.ok_or_else(|| ContentError::Internal("a posted review vanished".into()))
+        let user = user.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let posted = sqlx::query(
+                    "INSERT INTO reviews (review_id, film_id, user_id, text, created_at, updated_at, title) \
+                     VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (user_id, film_id) DO NOTHING",
+                )
+                .bind(id.to_string())
+                .bind(&key)
+                .bind(user.as_str())
+                .bind(text.as_str())
+                .bind(now.millis())
+                .bind(title)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !posted {
+                    let row =
+                        sqlx::query("SELECT review_id FROM reviews WHERE user_id = $1 AND film_id = $2")
+                            .bind(user.as_str())
+                            .bind(&key)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    return Err(ContentError::ReviewExists(review_id_of(row.try_get(0)?)?));
+                }
+                if let Some(score) = score {
+                    rate_in(tx, &user, film, score, now).await?;
+                }
+                let event = Event::ReviewPosted {
+                    film_id: film,
+                    review_id: id,
+                    text,
+                    score,
+                };
+                record(tx, &user, event, now).await?;
+                let review = review_in(tx, id).await?;
+                review.ok_or_else(|| ContentError::Internal("a posted review vanished".into()))
+            })
+        })
+        .await
     }
 
     async fn review(&self, id: ReviewId) -> Result<Option<Review>, ContentError> {
@@ -646,47 +681,51 @@ impl ContentStore for Store {
         score: Option<Score>,
         now: Timestamp,
     ) -> Result<Review, ContentError> {
-        let mut tx = self.begin().await?;
-        let (author, film) = review_owner(&mut tx, id).await?;
-        if &author != user {
-            return Err(ContentError::Forbidden(
-                "only the author may edit a review".into(),
-            ));
-        }
-        if let Some(title) = title {
-            sqlx::query("UPDATE reviews SET title = $2 WHERE review_id = $1")
-                .bind(id.to_string())
-                .bind(title)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(text) = &text {
-            sqlx::query("UPDATE reviews SET text = $2, updated_at = $3 WHERE review_id = $1")
-                .bind(id.to_string())
-                .bind(text.as_str())
-                .bind(now.millis())
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            sqlx::query("UPDATE reviews SET updated_at = $2 WHERE review_id = $1")
-                .bind(id.to_string())
-                .bind(now.millis())
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(score) = score {
-            rate_in(&mut tx, user, film, score, now).await?;
-        }
-        let event = Event::ReviewEdited {
-            film_id: film,
-            review_id: id,
-            text,
-            score,
-        };
-        record(&mut tx, user, event, now).await?;
-        let review = review_in(&mut tx, id).await?;
-        tx.commit().await?;
-        review.ok_or_else(|| ContentError::Internal("an edited review vanished".into()))
+        let user = user.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let (author, film) = review_owner(tx, id).await?;
+                if author != user {
+                    return Err(ContentError::Forbidden(
+                        "only the author may edit a review".into(),
+                    ));
+                }
+                if let Some(title) = title {
+                    sqlx::query("UPDATE reviews SET title = $2 WHERE review_id = $1")
+                        .bind(id.to_string())
+                        .bind(title)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(text) = &text {
+                    sqlx::query("UPDATE reviews SET text = $2, updated_at = $3 WHERE review_id = $1")
+                        .bind(id.to_string())
+                        .bind(text.as_str())
+                        .bind(now.millis())
+                        .execute(&mut *tx)
+                        .await?;
+                } else {
+                    sqlx::query("UPDATE reviews SET updated_at = $2 WHERE review_id = $1")
+                        .bind(id.to_string())
+                        .bind(now.millis())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(score) = score {
+                    rate_in(tx, &user, film, score, now).await?;
+                }
+                let event = Event::ReviewEdited {
+                    film_id: film,
+                    review_id: id,
+                    text,
+                    score,
+                };
+                record(tx, &user, event, now).await?;
+                let review = review_in(tx, id).await?;
+                review.ok_or_else(|| ContentError::Internal("an edited review vanished".into()))
+            })
+        })
+        .await
     }
 
     async fn remove_review(
@@ -696,28 +735,32 @@ impl ContentStore for Store {
         id: ReviewId,
         now: Timestamp,
     ) -> Result<(), ContentError> {
-        let mut tx = self.begin().await?;
-        let (author, film) = review_owner(&mut tx, id).await?;
-        if &author != user && !admin {
-            return Err(ContentError::Forbidden(
-                "only the author or an admin may remove a review".into(),
-            ));
-        }
-        sqlx::query("DELETE FROM review_votes WHERE review_id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM reviews WHERE review_id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let event = Event::ReviewRemoved {
-            film_id: film,
-            review_id: id,
-        };
-        record(&mut tx, user, event, now).await?;
-        tx.commit().await?;
-        Ok(())
+        let user = user.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let (author, film) = review_owner(tx, id).await?;
+                if author != user && !admin {
+                    return Err(ContentError::Forbidden(
+                        "only the author or an admin may remove a review".into(),
+                    ));
+                }
+                sqlx::query("DELETE FROM review_votes WHERE review_id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM reviews WHERE review_id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                let event = Event::ReviewRemoved {
+                    film_id: film,
+                    review_id: id,
+                };
+                record(tx, &user, event, now).await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn reviews_of_film(
@@ -804,56 +847,60 @@ impl ContentStore for Store {
         value: Vote,
         now: Timestamp,
     ) -> Result<VoteSummary, ContentError> {
-        let mut tx = self.begin().await?;
-        // Locks the review: its votes and counts change one voter at a time.
-        let (author, film) = review_owner(&mut tx, id).await?;
-        if &author == user {
-            return Err(ContentError::Forbidden(
-                "you cannot vote on your own review".into(),
-            ));
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO review_votes (review_id, user_id, value) VALUES ($1, $2, $3) \
-             ON CONFLICT (review_id, user_id) DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(user.as_str())
-        .bind(i64::from(value.value()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        let old = if inserted {
-            None
-        } else {
-            // The review row is locked (or SQLite's one writer holds the database), so
-            // this vote cannot change between the read and the update.
-            let row =
-                sqlx::query("SELECT value FROM review_votes WHERE review_id = $1 AND user_id = $2")
-                    .bind(id.to_string())
-                    .bind(user.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let old = vote_of(row.try_get(0)?)?;
-            sqlx::query("UPDATE review_votes SET value = $3 WHERE review_id = $1 AND user_id = $2")
+        let user = user.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                // Locks the review: its votes and counts change one voter at a time.
+                let (author, film) = review_owner(tx, id).await?;
+                if author == user {
+                    return Err(ContentError::Forbidden(
+                        "you cannot vote on your own review".into(),
+                    ));
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO review_votes (review_id, user_id, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (review_id, user_id) DO NOTHING",
+                )
                 .bind(id.to_string())
                 .bind(user.as_str())
                 .bind(i64::from(value.value()))
                 .execute(&mut *tx)
-                .await?;
-            Some(old)
-        };
-        let (likes, dislikes) = vote_deltas(old, Some(value));
-        move_votes(&mut tx, id, likes, dislikes).await?;
-        let event = Event::ReviewVoted {
-            film_id: film,
-            review_id: id,
-            value,
-        };
-        record(&mut tx, user, event, now).await?;
-        let summary = vote_summary(&mut tx, id, Some(value)).await?;
-        tx.commit().await?;
-        Ok(summary)
+                .await?
+                .rows_affected()
+                    == 1;
+                let old = if inserted {
+                    None
+                } else {
+                    // The review row is locked (or SQLite's one writer holds the database), so
+                    // this vote cannot change between the read and the update.
+                    let row =
+                        sqlx::query("SELECT value FROM review_votes WHERE review_id = $1 AND user_id = $2")
+                            .bind(id.to_string())
+                            .bind(user.as_str())
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    let old = vote_of(row.try_get(0)?)?;
+                    sqlx::query("UPDATE review_votes SET value = $3 WHERE review_id = $1 AND user_id = $2")
+                        .bind(id.to_string())
+                        .bind(user.as_str())
+                        .bind(i64::from(value.value()))
+                        .execute(&mut *tx)
+                        .await?;
+                    Some(old)
+                };
+                let (likes, dislikes) = vote_deltas(old, Some(value));
+                move_votes(tx, id, likes, dislikes).await?;
+                let event = Event::ReviewVoted {
+                    film_id: film,
+                    review_id: id,
+                    value,
+                };
+                record(tx, &user, event, now).await?;
+                let summary = vote_summary(tx, id, Some(value)).await?;
+                Ok(summary)
+            })
+        })
+        .await
     }
 
     async fn unvote(
@@ -862,28 +909,32 @@ impl ContentStore for Store {
         id: ReviewId,
         now: Timestamp,
     ) -> Result<bool, ContentError> {
-        let mut tx = self.begin().await?;
-        let (_, film) = review_owner(&mut tx, id).await?;
-        let row = sqlx::query(
-            "DELETE FROM review_votes WHERE review_id = $1 AND user_id = $2 RETURNING value",
-        )
-        .bind(id.to_string())
-        .bind(user.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        let old = vote_of(row.try_get(0)?)?;
-        let (likes, dislikes) = vote_deltas(Some(old), None);
-        move_votes(&mut tx, id, likes, dislikes).await?;
-        let event = Event::ReviewVoteRemoved {
-            film_id: film,
-            review_id: id,
-        };
-        record(&mut tx, user, event, now).await?;
-        tx.commit().await?;
-        Ok(true)
+        let user = user.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let (_, film) = review_owner(tx, id).await?;
+                let row = sqlx::query(
+                    "DELETE FROM review_votes WHERE review_id = $1 AND user_id = $2 RETURNING value",
+                )
+                .bind(id.to_string())
+                .bind(user.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(false);
+                };
+                let old = vote_of(row.try_get(0)?)?;
+                let (likes, dislikes) = vote_deltas(Some(old), None);
+                move_votes(tx, id, likes, dislikes).await?;
+                let event = Event::ReviewVoteRemoved {
+                    film_id: film,
+                    review_id: id,
+                };
+                record(tx, &user, event, now).await?;
+                Ok(true)
+            })
+        })
+        .await
     }
 
     async fn create_film(
@@ -935,27 +986,30 @@ impl ContentStore for Store {
         title: Option<String>,
         description: Option<Option<String>>,
     ) -> Result<Option<Film>, ContentError> {
-        let mut tx = self.begin().await?;
-        if let Some(title) = title {
-            sqlx::query("UPDATE films SET title = $2 WHERE film_id = $1")
-                .bind(film_key(id))
-                .bind(title)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(description) = description {
-            sqlx::query("UPDATE films SET description = $2 WHERE film_id = $1")
-                .bind(film_key(id))
-                .bind(description)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let row = sqlx::query(&format!("{FILM_SELECT} WHERE film_id = $1"))
-            .bind(film_key(id))
-            .fetch_optional(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        row.as_ref().map(film_row).transpose()
+        self.write(move |tx| {
+            Box::pin(async move {
+                if let Some(title) = title {
+                    sqlx::query("UPDATE films SET title = $2 WHERE film_id = $1")
+                        .bind(film_key(id))
+                        .bind(title)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(description) = description {
+                    sqlx::query("UPDATE films SET description = $2 WHERE film_id = $1")
+                        .bind(film_key(id))
+                        .bind(description)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let row = sqlx::query(&format!("{FILM_SELECT} WHERE film_id = $1"))
+                    .bind(film_key(id))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                row.as_ref().map(film_row).transpose()
+            })
+        })
+        .await
     }
 
     async fn delete_film(&self, id: FilmId) -> Result<bool, ContentError> {
@@ -1019,72 +1073,76 @@ impl ContentStore for Store {
     }
 
     async fn erase_user(&self, user: &UserId) -> Result<(), ContentError> {
-        let mut tx = self.begin().await?;
-        // Locks in the order the other writers take them (the user's rows, then the
-        // films' or reviews' rows, each set sorted), so erasure does not deadlock them.
-        let sql = format!(
-            "SELECT film_id, score FROM ratings WHERE user_id = $1 ORDER BY film_id{FOR_UPDATE}"
-        );
-        let ratings = sqlx::query(&sql)
-            .bind(user.as_str())
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in &ratings {
-            let film: String = row.try_get(0)?;
-            let score = score_of(row.try_get(1)?)?;
-            bump(
-                &mut tx,
-                &film,
-                -1,
-                -i64::from(score.value()),
-                None,
-                Some(score),
-            )
-            .await?;
-        }
-        sqlx::query("DELETE FROM ratings WHERE user_id = $1")
-            .bind(user.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let votes =
-            sqlx::query("SELECT review_id FROM review_votes WHERE user_id = $1 ORDER BY review_id")
-                .bind(user.as_str())
-                .fetch_all(&mut *tx)
-                .await?;
-        for row in &votes {
-            let id = review_id_of(row.try_get(0)?)?;
-            review_owner(&mut tx, id).await?;
-            let old = sqlx::query(
-                "DELETE FROM review_votes WHERE review_id = $1 AND user_id = $2 RETURNING value",
-            )
-            .bind(id.to_string())
-            .bind(user.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(old) = old {
-                let (likes, dislikes) = vote_deltas(Some(vote_of(old.try_get(0)?)?), None);
-                move_votes(&mut tx, id, likes, dislikes).await?;
-            }
-        }
-        for sql in [
-            "DELETE FROM review_votes WHERE review_id IN (SELECT review_id FROM reviews WHERE user_id = $1)",
-            "DELETE FROM reviews WHERE user_id = $1",
-            "DELETE FROM bookmarks WHERE user_id = $1",
-            "DELETE FROM outbox WHERE user_id = $1",
-        ] {
-            sqlx::query(sql)
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let user = user.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                // Locks in the order the other writers take them (the user's rows, then the
+                // films' or reviews' rows, each set sorted), so erasure does not deadlock them.
+                let sql = format!(
+                    "SELECT film_id, score FROM ratings WHERE user_id = $1 ORDER BY film_id{FOR_UPDATE}"
+                );
+                let ratings = sqlx::query(&sql)
+                    .bind(user.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for row in &ratings {
+                    let film: String = row.try_get(0)?;
+                    let score = score_of(row.try_get(1)?)?;
+                    bump(
+                        tx,
+                        &film,
+                        -1,
+                        -i64::from(score.value()),
+                        None,
+                        Some(score),
+                    )
+                    .await?;
+                }
+                sqlx::query("DELETE FROM ratings WHERE user_id = $1")
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                let votes =
+                    sqlx::query("SELECT review_id FROM review_votes WHERE user_id = $1 ORDER BY review_id")
+                        .bind(user.as_str())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for row in &votes {
+                    let id = review_id_of(row.try_get(0)?)?;
+                    review_owner(tx, id).await?;
+                    let old = sqlx::query(
+                        "DELETE FROM review_votes WHERE review_id = $1 AND user_id = $2 RETURNING value",
+                    )
+                    .bind(id.to_string())
+                    .bind(user.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(old) = old {
+                        let (likes, dislikes) = vote_deltas(Some(vote_of(old.try_get(0)?)?), None);
+                        move_votes(tx, id, likes, dislikes).await?;
+                    }
+                }
+                for sql in [
+                    "DELETE FROM review_votes WHERE review_id IN (SELECT review_id FROM reviews WHERE user_id = $1)",
+                    "DELETE FROM reviews WHERE user_id = $1",
+                    "DELETE FROM bookmarks WHERE user_id = $1",
+                    "DELETE FROM outbox WHERE user_id = $1",
+                ] {
+                    sqlx::query(sql)
+                        .bind(user.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn outbox(&self, max: i64) -> Result<Vec<Envelope>, ContentError> {
         let rows = sqlx::query("SELECT payload FROM outbox ORDER BY event_id LIMIT $1")
             .bind(max)
-            .fetch_all(&self.writer)
+            .fetch_all(&self.reader)
             .await?;
         rows.iter()
             .map(|r| {
@@ -1096,14 +1154,17 @@ impl ContentStore for Store {
     }
 
     async fn outbox_done(&self, ids: &[String]) -> Result<(), ContentError> {
-        let mut tx = self.begin().await?;
-        for id in ids {
-            sqlx::query("DELETE FROM outbox WHERE event_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.write(move |tx| {
+            Box::pin(async move {
+                for id in ids {
+                    sqlx::query("DELETE FROM outbox WHERE event_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 }

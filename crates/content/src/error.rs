@@ -1,5 +1,5 @@
 /// The content boundary's one error type.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ContentError {
     /// The database cannot answer now (down, unreachable, overloaded); worth a retry.
     #[error("the content database is unavailable: {0}")]

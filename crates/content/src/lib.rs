@@ -7,6 +7,7 @@
 //! sqlx driver, so the two behave alike by construction.
 
 mod error;
+mod group;
 mod migrations;
 pub mod relay;
 pub mod seed;
@@ -192,10 +193,11 @@ fn envelope(user: &UserId, event: ugc_model::Event, now: Timestamp) -> Envelope 
     }
 }
 
-/// SQLite: a file under the data directory, WAL. One writer connection serialises the
-/// writes of this process (SQLite allows one writer anyway; queueing here instead of in
-/// `busy_timeout` keeps writers fair and never fails a transaction with SQLITE_BUSY);
-/// reads use their own connections, which WAL lets run beside the writer.
+/// SQLite: a file under the data directory, WAL. One writer task serialises the writes
+/// of this process (SQLite allows one writer anyway; queueing here instead of in
+/// `busy_timeout` keeps writers fair and never fails a transaction with SQLITE_BUSY) and
+/// commits them in groups, one fsync for all the changes waiting (see `group`); reads
+/// use their own connections, which WAL lets run beside the writer.
 pub mod sqlite {
     type Db = sqlx::Sqlite;
     /// SQLite has no row locks: its one writer holds the whole database.
@@ -225,7 +227,13 @@ pub mod sqlite {
                 .acquire_timeout(std::time::Duration::from_secs(10))
                 .connect_with(options.read_only(true))
                 .await?;
-            Ok(Store { writer, reader })
+            let (queue, jobs) = crate::group::queue();
+            tokio::spawn(crate::group::run(writer.clone(), jobs));
+            Ok(Store {
+                writer,
+                reader,
+                group: Some(queue),
+            })
         }
     }
 }
@@ -251,9 +259,11 @@ pub mod postgres {
                 .acquire_timeout(std::time::Duration::from_secs(3))
                 .connect_with(options)
                 .await?;
+            // PostgreSQL commits concurrent transactions together by itself.
             Ok(Store {
                 writer: pool.clone(),
                 reader: pool,
+                group: None,
             })
         }
     }
