@@ -1154,9 +1154,10 @@ impl ContentStore for Store {
     }
 
     async fn outbox_done(&self, ids: &[String]) -> Result<(), ContentError> {
+        let ids = ids.to_vec();
         self.write(move |tx| {
             Box::pin(async move {
-                for id in ids {
+                for id in &ids {
                     sqlx::query("DELETE FROM outbox WHERE event_id = $1")
                         .bind(id)
                         .execute(&mut *tx)

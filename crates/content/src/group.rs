@@ -20,7 +20,8 @@ use crate::ContentError;
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 type Value = Box<dyn Any + Send>;
-type Run<C> = Box<dyn for<'c> FnOnce(&'c mut C) -> BoxFuture<'c, Result<Value, ContentError>> + Send>;
+type Run<C> =
+    Box<dyn for<'c> FnOnce(&'c mut C) -> BoxFuture<'c, Result<Value, ContentError>> + Send>;
 
 /// A queued change and where its answer goes.
 pub(crate) struct Job<C> {
@@ -41,7 +42,10 @@ fn stopped() -> ContentError {
 }
 
 /// Queues `change` and waits until the transaction that holds it has committed.
-pub(crate) async fn submit<C, R, F>(queue: &mpsc::Sender<Job<C>>, change: F) -> Result<R, ContentError>
+pub(crate) async fn submit<C, R, F>(
+    queue: &mpsc::Sender<Job<C>>,
+    change: F,
+) -> Result<R, ContentError>
 where
     C: Send + 'static,
     R: Send + 'static,
@@ -51,7 +55,10 @@ where
     let run: Run<C> = Box::new(move |conn| {
         Box::pin(async move { change(conn).await.map(|r| Box::new(r) as Value) })
     });
-    queue.send(Job { run, reply }).await.map_err(|_| stopped())?;
+    queue
+        .send(Job { run, reply })
+        .await
+        .map_err(|_| stopped())?;
     let value = answer.await.map_err(|_| stopped())??;
     value
         .downcast::<R>()

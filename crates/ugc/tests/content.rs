@@ -483,6 +483,56 @@ async fn vote(s: &Server, user: &str, review: &str, value: i64) -> (u16, Value) 
     .await
 }
 
+/// Concurrent changes share commits (SQLite commits the waiting ones together): each still
+/// gets its own answer, and a refused one leaves the others' rows alone.
+#[tokio::test]
+async fn concurrent_posts_each_get_their_own_answer_and_the_refused_ones_change_nothing() {
+    let s = Server::start(&[]).await;
+    let f = film();
+    let users: Vec<String> = (0..32).map(|_| new_user()).collect();
+    let mut all = tokio::task::JoinSet::new();
+    for (i, u) in users.iter().enumerate() {
+        // Twice each, at once: one 201 and one 409 naming the review that won.
+        for _ in 0..2 {
+            let post = s
+                .http
+                .post(format!("{}/api/v1/films/{f}/reviews", s.base))
+                .bearer_auth(token(u))
+                .json(&json!({ "text": format!("review {i}"), "score": i % 11 }));
+            let u = u.clone();
+            all.spawn(async move { (u, common::read(post.send().await.unwrap()).await) });
+        }
+    }
+    let mut answers: std::collections::HashMap<String, Vec<(u16, Value)>> = Default::default();
+    while let Some(answer) = all.join_next().await {
+        let (u, reply) = answer.unwrap();
+        answers.entry(u).or_default().push(reply);
+    }
+    for (u, mut replies) in answers {
+        replies.sort_by_key(|(status, _)| *status);
+        let [(created, review), (conflict, existing)] = &replies[..] else {
+            panic!("{u}: {replies:?}");
+        };
+        assert_eq!((*created, *conflict), (201, 409), "{u}: {replies:?}");
+        assert_eq!(existing["review_id"], review["review_id"], "{u}");
+    }
+    let sum = summary(&s, &users[0], &f).await;
+    let mut distribution = [0i64; 11];
+    for i in 0..32 {
+        distribution[i % 11] += 1;
+    }
+    assert_eq!(sum["count"], 32);
+    assert_eq!(sum["distribution"], json!(distribution));
+    let (status, page) = s
+        .get(
+            &format!("/api/v1/films/{f}/reviews?limit=100"),
+            &token(&users[0]),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 32);
+}
+
 #[tokio::test]
 async fn a_review_is_posted_once_edited_by_its_author_and_removed() {
     let s = Server::start(&[]).await;
