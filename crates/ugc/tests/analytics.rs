@@ -1045,6 +1045,22 @@ async fn the_dashboard_draws_every_chart_from_the_answers() {
             .await,
         json!(views)
     );
+    // Counts on the left axis, sized to them; the completion share on its own axis.
+    let most = views.iter().filter_map(Value::as_u64).max().unwrap_or(0);
+    assert_eq!(
+        browser
+            .js("const c = window.dashboard.charts.top; \
+                 return [0, 1, 2].map((i) => c.getDatasetMeta(i).yScale.id);")
+            .await,
+        json!(["y", "y", "pct"]),
+    );
+    let y_max = browser
+        .js("return window.dashboard.charts.top.scales.y.max;")
+        .await;
+    assert!(
+        y_max.as_f64().unwrap() >= most as f64,
+        "left axis to {y_max}, views up to {most}"
+    );
     let days = expected_audience(&data, "day").as_array().unwrap().len();
     assert_eq!(
         browser
