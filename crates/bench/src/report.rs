@@ -40,6 +40,7 @@ impl Measure {
         match self.unit.as_str() {
             "MB" => format!("{:.0} MB", self.value),
             "ms" => format!("{} ms", ms(self.value)),
+            "µs" => format!("{:.1} µs", self.value),
             u => format!("{} {u}", thousands(self.value)),
         }
     }

@@ -66,9 +66,9 @@ impl Backend {
     /// all-in-one process, and the separate API and loader processes.
     fn scenarios(self) -> &'static [&'static str] {
         match self {
-            Backend::Embedded => &["1", "2", "3", "4", "5a", "5b", "6"],
-            Backend::Servers => &["1", "2", "3", "4", "5a", "5b"],
-            Backend::KafkaBroker => &["1", "2", "3", "4"],
+            Backend::Embedded => &["1", "1s", "1p", "2", "3", "4", "5a", "5b", "6"],
+            Backend::Servers => &["1", "1s", "1p", "2", "3", "4", "5a", "5b"],
+            Backend::KafkaBroker => &["1", "1s", "1p", "2", "3", "4"],
         }
     }
 
@@ -229,6 +229,8 @@ fn key(id: &str, backend: &str) -> String {
 fn title(id: &str) -> &'static str {
     match id {
         "1" => "single-event ingest",
+        "1s" => "sustained single-event ingest: acknowledged and stored",
+        "1p" => "seed 004's request (POST /api/v1/, one user per connection), sustained",
         "2" => "batch ingest",
         "3" => "loader",
         "4" => "freshness p99 at half load",
@@ -335,7 +337,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
             ctx.fail(&["3", "5b"], label, &e);
         }
         if let Err(e) = api_scenarios(&mut ctx, &infra, backend) {
-            ctx.fail(&["1", "2", "4", "5a"], label, &e);
+            ctx.fail(&["1", "1s", "1p", "2", "4", "5a"], label, &e);
         }
         if backend.scenarios().contains(&"6")
             && let Err(e) = token_cache_scenario(&mut ctx)
@@ -485,7 +487,69 @@ fn measure(what: &str, value: f64, unit: &str, r: Option<&PhaseResult>) -> Measu
     m
 }
 
-/// Scenarios 1, 2, 4 and 5a: the real API (`ugc serve`) under load.
+/// The processes an event crosses from request to store, for CPU per stored event.
+struct Stack {
+    procs: Vec<(&'static str, u32)>,
+}
+
+impl Stack {
+    fn new(infra: &Infra, backend: Backend, api: &Server, loader: Option<&Server>) -> Self {
+        let mut procs = vec![];
+        match loader {
+            Some(l) => {
+                procs.push(("ugc API", api.proc.pid()));
+                procs.push(("ugc loader", l.proc.pid()));
+            }
+            // One process: API, log (embedded, or the Kafka client), loader and chDB.
+            None => procs.push(("ugc (all-in-one)", api.proc.pid())),
+        }
+        if backend.kafka()
+            && let Some(pid) = infra.tansu.as_ref().ok().and_then(|t| t.pid())
+        {
+            procs.push(("broker", pid));
+        }
+        if backend.clickhouse()
+            && let Some(pid) = infra.clickhouse.as_ref().ok().and_then(|c| c.pid())
+        {
+            procs.push(("ClickHouse server", pid));
+        }
+        Self { procs }
+    }
+
+    /// CPU seconds each process has used so far.
+    fn cpu(&self) -> Vec<f64> {
+        self.procs
+            .iter()
+            .map(|(_, pid)| procs::cpu_secs(*pid).unwrap_or(f64::NAN))
+            .collect()
+    }
+
+    /// Microseconds of CPU per stored event, per process and for `ugc`'s own processes
+    /// together (the first entry), between two [`Stack::cpu`] readings.
+    fn per_event(&self, before: &[f64], after: &[f64], events: u64) -> Vec<Measure> {
+        let us = |d: f64| d * 1e6 / events.max(1) as f64;
+        let ugc: f64 = self
+            .procs
+            .iter()
+            .zip(before.iter().zip(after))
+            .filter(|((name, _), _)| name.starts_with("ugc"))
+            .map(|(_, (b, a))| a - b)
+            .sum();
+        let mut out = vec![Measure::new("CPU per stored event, ugc", us(ugc), "µs")];
+        if self.procs.len() > 1 {
+            for ((name, _), (b, a)) in self.procs.iter().zip(before.iter().zip(after)) {
+                out.push(Measure::new(
+                    format!("CPU per stored event, {name}"),
+                    us(a - b),
+                    "µs",
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Scenarios 1, 1s, 1p, 2, 4 and 5a: the real API (`ugc serve`) under load.
 fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Result<()> {
     let label = backend.label();
     let plan = ctx.plan;
@@ -526,7 +590,7 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
     let flags = infra.serve_flags(backend);
     let dir = ctx.work.join(format!("serve-{}", backend.slug()));
     // Apart, the loader runs beside the API; the API's process is the one measured.
-    let (server, _loader) = if backend == Backend::Servers {
+    let (server, loader) = if backend == Backend::Servers {
         let loader = Server::start(plan, &dir.join("loader"), &flags, &[("UGC_ROLE", "loader")])?;
         let api = Server::start(plan, &dir.join("api"), &flags, &[("UGC_ROLE", "api")])?;
         (api, Some(loader))
@@ -535,10 +599,12 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
     };
     let idle_rss = server.proc.rss().unwrap_or(0) as f64 / MB;
     let pid = Some(server.proc.pid());
+    let stack = Stack::new(infra, backend, &server, loader.as_ref());
     let mut acked = 0u64;
 
     ctx.progress.done("scenario 1: single-event ingest");
     let spec = ctx.phase("single events", None, pid);
+    let cpu0 = stack.cpu();
     let workers = HttpWorker::many(server.addr, plan.connections, &single, 1);
     let ingest = ctx
         .client
@@ -564,7 +630,86 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
         met: ratio1 >= bar,
     });
     ctx.put(o);
-    wait_stored(ctx, &server, acked)?;
+    let catch_up = wait_stored(ctx, &server, acked)?;
+    let cpu1 = stack.cpu();
+    // What a user lives with: every acknowledged event stored, not only answered.
+    let sustained = ingest.events as f64 / (ingest.secs + catch_up.as_secs_f64());
+    let mut o = Outcome::new("1s", title("1s"), label).measured(
+        measure(
+            "acknowledged events / (window + time until all stored)",
+            sustained,
+            "events/s",
+            Some(&ingest),
+        ),
+        ctx.ceiling.clone().map(|c| c.1).context("no ceiling")?,
+    );
+    if !backend.kafka() && backend != Backend::Servers {
+        o.target = Some(Target {
+            text: "≥ 30%".into(),
+            met: sustained / ceiling_rate >= 0.3,
+        });
+    }
+    o.more.push(Measure::new(
+        "catch-up after the load (until the store holds all)",
+        catch_up.as_secs_f64() * 1000.0,
+        "ms",
+    ));
+    o.more.push(Measure::new(
+        "events acknowledged and stored (warm-up included)",
+        ingest.ok_events as f64,
+        "events",
+    ));
+    o.more
+        .extend(stack.per_event(&cpu0, &cpu1, ingest.ok_events));
+    ctx.put(o);
+
+    ctx.progress.done(
+        "scenario 1p: seed 004's request, POST /api/v1/ {film_id, film_timestamp}, a user per connection",
+    );
+    let workers = ctx
+        .workload
+        .seed004_pools(plan.connections, 256, "127.0.0.1")
+        .into_iter()
+        .map(|pool| HttpWorker {
+            conn: Conn::new(server.addr),
+            pool: Arc::new(pool),
+            events_per_request: 1,
+            expect: 200,
+        })
+        .collect();
+    let spec = ctx.phase("seed 004 requests", None, pid);
+    let cpu0 = stack.cpu();
+    let seed = ctx
+        .client
+        .block_on(load::run(&spec, workers, &ctx.progress));
+    ctx.record(&backend.series("seed 004 requests (req/s)"), &seed);
+    ctx.check("seed 004 requests", &seed)?;
+    acked += seed.ok_events;
+    let catch_up = wait_stored(ctx, &server, acked)?;
+    let cpu1 = stack.cpu();
+    let sustained = seed.events as f64 / (seed.secs + catch_up.as_secs_f64());
+    let mut o = Outcome::new("1p", title("1p"), label).measured(
+        measure(
+            "seed 004's request, acknowledged and stored",
+            sustained,
+            "req/s",
+            Some(&seed),
+        ),
+        ctx.ceiling.clone().map(|c| c.1).context("no ceiling")?,
+    );
+    o.more.push(measure(
+        "seed 004's request, acknowledged (the window alone)",
+        seed.units_per_sec(),
+        "req/s",
+        Some(&seed),
+    ));
+    o.more.push(Measure::new(
+        "catch-up after the load (until the store holds all)",
+        catch_up.as_secs_f64() * 1000.0,
+        "ms",
+    ));
+    o.more.extend(stack.per_event(&cpu0, &cpu1, seed.ok_events));
+    ctx.put(o);
 
     ctx.progress.done(&format!(
         "scenario 2: batch ingest, {} events per request",
@@ -576,6 +721,7 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
         .batch_pool(batches, plan.batch_size, "127.0.0.1")?;
     let requests = Arc::new(requests);
     let spec = ctx.phase("batches", None, pid);
+    let batch_cpu0 = stack.cpu();
     let workers = HttpWorker::many(
         server.addr,
         plan.connections,
@@ -591,6 +737,7 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
     // Peak so far: both maximum loads are behind us, the half load of 4 is not a peak.
     let api_peak = server.proc.peak_rss().unwrap_or(0) as f64 / MB;
     wait_stored(ctx, &server, acked)?;
+    let batch_cpu = stack.per_event(&batch_cpu0, &stack.cpu(), batch.ok_events);
 
     ctx.progress
         .done("scenario 4: freshness on an idle server (baseline)");
@@ -692,6 +839,7 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
         text: "≥ 50%".into(),
         met: ratio2 >= 0.5,
     });
+    o.more.extend(batch_cpu);
     ctx.put(o);
     Ok(())
 }
@@ -779,7 +927,8 @@ fn api_memory(ctx: &mut Ctx, backend: Backend, api_peak: f64, idle_rss: f64) {
 
 /// Polls the store's row count until it equals what the API acknowledged: the loader
 /// has caught up, and nothing was lost or doubled.
-fn wait_stored(ctx: &Ctx, server: &Server, expected: u64) -> anyhow::Result<()> {
+/// Waits until the store holds `expected` events; how long that took.
+fn wait_stored(ctx: &Ctx, server: &Server, expected: u64) -> anyhow::Result<Duration> {
     let body = serde_json::to_vec(&json!({"sql": "SELECT count() AS n FROM ugc.events"}))?;
     let t0 = Instant::now();
     let within = Duration::from_secs(600 + expected / 2000);
@@ -805,7 +954,7 @@ fn wait_stored(ctx: &Ctx, server: &Server, expected: u64) -> anyhow::Result<()> 
                 thousands(n as f64),
                 t0.elapsed().as_secs_f64()
             ));
-            return Ok(());
+            return Ok(t0.elapsed());
         }
         if n > expected {
             bail!("the store holds {n} events, more than the {expected} acknowledged");

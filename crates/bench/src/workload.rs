@@ -171,6 +171,33 @@ impl Workload {
             .collect()
     }
 
+    /// Seed 004's request, `POST /api/v1/` `{film_id, film_timestamp}`, as its players
+    /// send it: one pool of `per_connection` requests per connection, each connection one
+    /// viewer watching one film, the position counting up.
+    pub fn seed004_pools(
+        &self,
+        connections: usize,
+        per_connection: usize,
+        host: &str,
+    ) -> Vec<Vec<Vec<u8>>> {
+        let mut rng = Rng::new(0x004);
+        (0..connections)
+            .map(|c| {
+                let user = &self.users[c % self.users.len()];
+                let film = rng.uuid();
+                (0..per_connection)
+                    .map(|i| {
+                        let body = serde_json::to_vec(
+                            &serde_json::json!({"film_id": film, "film_timestamp": 10 * i}),
+                        )
+                        .unwrap_or_default();
+                        http_request("POST", "/api/v1/", host, Some(&user.token), Some(&body))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// `n` batch requests of `size` events each, with the log records the API would
     /// append for each (the baseline of scenario 2 appends exactly those).
     pub fn batch_pool(

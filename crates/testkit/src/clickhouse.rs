@@ -425,6 +425,11 @@ impl ClickHouse {
         self.proc.as_mut().is_some_and(|p| p.exited().is_none())
     }
 
+    /// The server process's id while it runs (for CPU accounting).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.child.id())
+    }
+
     fn spawn(&mut self) -> Result<(), String> {
         assert!(self.proc.is_none(), "{} is already running", self.name);
         let mut cmd = Command::new(CLICKHOUSE_SERVER);

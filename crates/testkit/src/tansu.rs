@@ -204,6 +204,11 @@ impl Tansu {
         self.spawn();
     }
 
+    /// The broker's process id while it runs (for CPU accounting).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
