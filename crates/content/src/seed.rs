@@ -264,24 +264,27 @@ async fn seed_sqlite(
     let mut agg = Aggregates(vec![[0; 13]; scale.films as usize]);
     let mut done = 0u64;
     for users in user_blocks(scale) {
-        let mut rows: Vec<(String, String, i64, i64)> = vec![];
+        let mut rows: Vec<(String, String, i64, i64, String)> = vec![];
         ratings_rows(scale, users, &mut agg, |u, f, score, at| {
+            let (user, film) = (scale.user(u), scale.film(f));
             rows.push((
-                scale.user(u).as_str().to_owned(),
-                scale.film(f).as_uuid().to_string(),
+                user.as_str().to_owned(),
+                film.as_uuid().to_string(),
                 score,
                 at,
+                crate::rating_id(&user, film).to_string(),
             ))
         });
         insert_sqlite(
             &mut conn,
-            "INSERT INTO ratings (user_id, film_id, score, updated_at) ",
+            "INSERT INTO ratings (user_id, film_id, score, updated_at, rating_id) ",
             &rows,
             |b, r| {
                 b.push_bind(r.0.as_str())
                     .push_bind(r.1.as_str())
                     .push_bind(r.2)
-                    .push_bind(r.3);
+                    .push_bind(r.3)
+                    .push_bind(r.4.as_str());
             },
             |_| {},
         )
@@ -436,16 +439,18 @@ async fn seed_postgres(
     let mut agg = Aggregates(vec![[0; 13]; scale.films as usize]);
     let mut n = 0u64;
     let mut copy = conn
-        .copy_in_raw("COPY ratings (user_id, film_id, score, updated_at) FROM STDIN")
+        .copy_in_raw("COPY ratings (user_id, film_id, score, updated_at, rating_id) FROM STDIN")
         .await?;
     for users in user_blocks(scale) {
         let mut text = String::with_capacity(COPY_CHUNK);
         ratings_rows(scale, users, &mut agg, |u, f, score, at| {
+            let (user, film) = (scale.user(u), scale.film(f));
             let _ = writeln!(
                 text,
-                "{}\t{}\t{score}\t{at}",
-                scale.user(u).as_str(),
-                scale.film(f).as_uuid()
+                "{}\t{}\t{score}\t{at}\t{}",
+                user.as_str(),
+                film.as_uuid(),
+                crate::rating_id(&user, film)
             );
             n += 1;
         });
@@ -576,6 +581,32 @@ async fn copy_postgres(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Seeded ratings carry their ids, so a server opening the database has nothing to
+    /// backfill and seed 003's `GET /ratings/{rating_id}` finds them.
+    #[tokio::test]
+    async fn seeded_ratings_are_found_by_their_id() {
+        let path = std::env::temp_dir().join(format!("ugc-seed-{}.db", uuid::Uuid::now_v7()));
+        let url = ContentUrl::Sqlite(path.clone());
+        let scale = Scale::FULL.divided(100_000);
+        seed(&url, &scale, &|_, _| {}).await.unwrap();
+        let store = sqlite::Store::open(&path).await.unwrap();
+        let (film, score) = scale.rating(0, 0);
+        let (user, film) = (scale.user(0), scale.film(film));
+        let found = store
+            .rating_by_id(crate::rating_id(&user, film))
+            .await
+            .unwrap()
+            .expect("the seeded rating by its id");
+        assert_eq!(
+            (found.film_id, i64::from(found.score.value())),
+            (film, score)
+        );
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 
     #[test]
     fn a_users_films_are_distinct_and_reviews_are_of_rated_films() {
