@@ -620,7 +620,7 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
             "req/s",
             Some(&ingest),
         ),
-        ceiling,
+        ceiling.clone(),
     );
     // The bar for ingest through a broker on the same machine is lower: the
     // broker takes its share of the cores.
@@ -641,7 +641,7 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
             "events/s",
             Some(&ingest),
         ),
-        ctx.ceiling.clone().map(|c| c.1).context("no ceiling")?,
+        ceiling.clone(),
     );
     if !backend.kafka() && backend != Backend::Servers {
         o.target = Some(Target {
@@ -695,7 +695,7 @@ fn api_scenarios(ctx: &mut Ctx, infra: &Infra, backend: Backend) -> anyhow::Resu
             "req/s",
             Some(&seed),
         ),
-        ctx.ceiling.clone().map(|c| c.1).context("no ceiling")?,
+        ceiling.clone(),
     );
     o.more.push(measure(
         "seed 004's request, acknowledged (the window alone)",

@@ -79,6 +79,13 @@ where
     }
 }
 
+/// Answers every change of a batch that could not start with the error that stopped it.
+fn refuse_all<C>(jobs: impl Iterator<Item = Job<C>>, e: ContentError) {
+    for job in jobs {
+        let _ = job.reply.send(Err(e.clone()));
+    }
+}
+
 async fn batch<DB>(pool: &Pool<DB>, jobs: impl Iterator<Item = Job<DB::Connection>>)
 where
     DB: Database,
@@ -86,24 +93,12 @@ where
 {
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
-        Err(e) => {
-            let e = ContentError::from(e);
-            jobs.for_each(|j| {
-                let _ = j.reply.send(Err(e.clone()));
-            });
-            return;
-        }
+        Err(e) => return refuse_all(jobs, e.into()),
     };
     let mut done = Vec::new();
     let mut tx = match Connection::begin(&mut *conn).await {
         Ok(tx) => tx,
-        Err(e) => {
-            let e = ContentError::from(e);
-            jobs.for_each(|j| {
-                let _ = j.reply.send(Err(e.clone()));
-            });
-            return;
-        }
+        Err(e) => return refuse_all(jobs, e.into()),
     };
     for job in jobs {
         // A nested begin is a savepoint: a failed change takes back only its own rows.
