@@ -13,16 +13,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use ugc_chdb::{Connection, Library};
-use ugc_model::{EventId, FilmId, UserId};
 
-use crate::engine::{self, Engine};
+use crate::engine::Engine;
 use crate::errors;
 use crate::sandbox::{self, ParsedSelect};
 use crate::sql::{self, DeadLetterRow, EventRow, ProgressRow, Schema};
-use crate::{
-    Column, Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError,
-    StoreOverview,
-};
+use crate::{Column, QueryLimits, QueryRows, StoreBatch, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct ChdbConfig {
@@ -133,26 +129,11 @@ impl Engine for ChdbStore {
     async fn report_rows(&self, sql: String) -> Result<Vec<u8>, StoreError> {
         Self::run_on(self.analyst.clone(), sql, "JSONEachRow").await
     }
-}
 
-#[async_trait]
-impl EventStore for ChdbStore {
-    async fn migrate(&self) -> Result<(), StoreError> {
-        engine::migrate(self).await
-    }
-
-    async fn insert(&self, batch: &StoreBatch) -> Result<(), StoreError> {
+    async fn write_batch(&self, batch: &StoreBatch) -> Result<(), StoreError> {
         // Each table gets its own token derived from the batch's: the dedup window is per
-        // table, and an insert that died between tables is completed on retry.
-        self.insert_rows(
-            "events",
-            &format!("{}:events", batch.token),
-            batch
-                .events
-                .iter()
-                .map(|(p, e)| EventRow::for_dialect(&self.schema.dialect, *p, e)),
-        )
-        .await?;
+        // table, and an insert that died between tables is completed on retry. Progress
+        // goes first, so an event seen in `events` has its position readable too.
         self.insert_rows(
             "progress",
             &format!("{}:progress", batch.token),
@@ -160,6 +141,15 @@ impl EventStore for ChdbStore {
                 .events
                 .iter()
                 .filter_map(|(_, e)| ProgressRow::for_dialect(&self.schema.dialect, e)),
+        )
+        .await?;
+        self.insert_rows(
+            "events",
+            &format!("{}:events", batch.token),
+            batch
+                .events
+                .iter()
+                .map(|(p, e)| EventRow::for_dialect(&self.schema.dialect, *p, e)),
         )
         .await?;
         let loaded_at = sql::now_seconds();
@@ -177,24 +167,11 @@ impl EventStore for ChdbStore {
         .await
     }
 
-    async fn film_progress(
+    async fn sandboxed_select(
         &self,
-        user: &UserId,
-        film: FilmId,
-    ) -> Result<Option<Progress>, StoreError> {
-        engine::film_progress(self, user, film).await
-    }
-
-    async fn continue_watching(
-        &self,
-        user: &UserId,
-        limit: u32,
-        offset: u32,
-    ) -> Result<Vec<Progress>, StoreError> {
-        engine::continue_watching(self, user, limit, offset).await
-    }
-
-    async fn select(&self, sql: &str, limits: QueryLimits) -> Result<QueryRows, StoreError> {
+        sql: &str,
+        limits: QueryLimits,
+    ) -> Result<QueryRows, StoreError> {
         let (conn, sql, db) = (
             self.analyst.clone(),
             sql.to_owned(),
@@ -222,42 +199,7 @@ impl EventStore for ChdbStore {
         parse_compact_format(&out, limits.max_rows)
     }
 
-    async fn recent_event_ids(
-        &self,
-        window: Duration,
-        limit: usize,
-    ) -> Result<Vec<(Option<UserId>, EventId)>, StoreError> {
-        engine::recent_event_ids(self, window, limit).await
-    }
-
-    async fn record_erasure(&self, erasure: &Erasure) -> Result<(), StoreError> {
-        engine::record_erasure(self, erasure).await
-    }
-
-    async fn erasures(&self) -> Result<Vec<Erasure>, StoreError> {
-        engine::erasures(self).await
-    }
-
-    async fn erase(&self, erasure: &Erasure) -> Result<(), StoreError> {
-        engine::erase(self, erasure).await
-    }
-
-    async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError> {
-        engine::rows_left(self, erasure).await
-    }
-
-    async fn overview(&self) -> Result<StoreOverview, StoreError> {
-        engine::overview(self).await
-    }
-
-    async fn analytics(
-        &self,
-        request: &crate::analytics::AnalyticsRequest,
-    ) -> Result<crate::analytics::AnalyticsAnswer, StoreError> {
-        engine::analytics(self, request).await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn probe(&self) -> Result<(), StoreError> {
         self.run(sql::PING.into(), "TabSeparated").await.map(drop)
     }
 }

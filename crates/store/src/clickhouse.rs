@@ -23,16 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ugc_model::{EventId, FilmId, UserId};
 
 use crate::chdb::{parse_json_format, parse_with};
 use crate::engine::{self, Engine};
 use crate::errors::{self, for_insert};
 use crate::sandbox;
 use crate::sql::{self, DeadLetterRow, Dialect, EventRow, ProgressRow, Schema};
-use crate::{
-    Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError, StoreOverview,
-};
+use crate::{QueryLimits, QueryRows, StoreBatch, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct ClickHouseConfig {
@@ -46,7 +43,7 @@ pub struct ClickHouseConfig {
     /// Time limit of analysts' queries.
     pub analyst_max_time: Duration,
     /// libchdb.so, whose ClickHouse parser reads analysts' statements (see
-    /// [`ClickHouseStore::select`]); loaded on the first analyst query.
+    /// `sandboxed_select`); loaded on the first analyst query.
     pub parser_library: PathBuf,
     /// Longest any one request may take before it counts as failed.
     pub request_timeout: Duration,
@@ -423,15 +420,16 @@ impl ClickHouseStore {
             dead.push(b'\n');
         }
         // Each table gets its own token derived from the batch's: the dedup window is per
-        // table, and an insert that died between tables is completed on retry.
-        self.insert_body("events", &format!("{}:events", batch.token), events.into())
-            .await?;
+        // table, and an insert that died between tables is completed on retry. Progress
+        // goes first, so an event seen in `events` has its position readable too.
         self.insert_body(
             "progress",
             &format!("{}:progress", batch.token),
             progress.into(),
         )
         .await?;
+        self.insert_body("events", &format!("{}:events", batch.token), events.into())
+            .await?;
         self.insert_body(
             "dead_letters",
             &format!("{}:dead", batch.token),
@@ -473,15 +471,8 @@ impl Engine for ClickHouseStore {
             .await?;
         Ok(out.to_vec())
     }
-}
 
-#[async_trait]
-impl EventStore for ClickHouseStore {
-    async fn migrate(&self) -> Result<(), StoreError> {
-        engine::migrate(self).await
-    }
-
-    async fn insert(&self, batch: &StoreBatch) -> Result<(), StoreError> {
+    async fn write_batch(&self, batch: &StoreBatch) -> Result<(), StoreError> {
         let result = self.insert_batch(batch).await;
         if !self.server_drops_retries() {
             // A refused batch stored nothing; any other failure may have stored part.
@@ -496,30 +487,17 @@ impl EventStore for ClickHouseStore {
         result
     }
 
-    async fn film_progress(
-        &self,
-        user: &UserId,
-        film: FilmId,
-    ) -> Result<Option<Progress>, StoreError> {
-        engine::film_progress(self, user, film).await
-    }
-
-    async fn continue_watching(
-        &self,
-        user: &UserId,
-        limit: u32,
-        offset: u32,
-    ) -> Result<Vec<Progress>, StoreError> {
-        engine::continue_watching(self, user, limit, offset).await
-    }
-
     /// The server runs the canonical text of the statement under the request-level
     /// `readonly = 1` and limits, which the statement cannot lift. The parse comes from
     /// ClickHouse's own parser in the embedded engine (26.5): 18.16 has neither
     /// `formatQuery` nor `EXPLAIN AST`. Running the canonical text, not the original,
     /// closes every gap between the two parsers (e.g. nested comments, `#` comments):
     /// the server runs exactly what was checked, or refuses it as a syntax error.
-    async fn select(&self, sql: &str, limits: QueryLimits) -> Result<QueryRows, StoreError> {
+    async fn sandboxed_select(
+        &self,
+        sql: &str,
+        limits: QueryLimits,
+    ) -> Result<QueryRows, StoreError> {
         let parser = self.parser().await?;
         let text = sql.to_owned();
         let parsed = tokio::task::spawn_blocking(move || {
@@ -544,42 +522,7 @@ impl EventStore for ClickHouseStore {
         parse_json_format(&out, limits.max_rows)
     }
 
-    async fn recent_event_ids(
-        &self,
-        window: Duration,
-        limit: usize,
-    ) -> Result<Vec<(Option<UserId>, EventId)>, StoreError> {
-        engine::recent_event_ids(self, window, limit).await
-    }
-
-    async fn record_erasure(&self, erasure: &Erasure) -> Result<(), StoreError> {
-        engine::record_erasure(self, erasure).await
-    }
-
-    async fn erasures(&self) -> Result<Vec<Erasure>, StoreError> {
-        engine::erasures(self).await
-    }
-
-    async fn erase(&self, erasure: &Erasure) -> Result<(), StoreError> {
-        engine::erase(self, erasure).await
-    }
-
-    async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError> {
-        engine::rows_left(self, erasure).await
-    }
-
-    async fn overview(&self) -> Result<StoreOverview, StoreError> {
-        engine::overview(self).await
-    }
-
-    async fn analytics(
-        &self,
-        request: &crate::analytics::AnalyticsRequest,
-    ) -> Result<crate::analytics::AnalyticsAnswer, StoreError> {
-        engine::analytics(self, request).await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn probe(&self) -> Result<(), StoreError> {
         // One attempt, a short wait: readiness must answer quickly, not retry.
         self.fetch(
             &self.client,

@@ -9,7 +9,9 @@ use std::time::Duration;
 use ugc_model::{EventId, FilmId, UserId};
 
 use crate::sql::{self, CountRow, ErasureRow, ProgressOut, Schema};
-use crate::{Erasure, Progress, StoreError, StoreOverview};
+use crate::{
+    Erasure, EventStore, Progress, QueryLimits, QueryRows, StoreBatch, StoreError, StoreOverview,
+};
 
 #[async_trait]
 pub(crate) trait Engine: Send + Sync {
@@ -23,9 +25,92 @@ pub(crate) trait Engine: Send + Sync {
     async fn report_rows(&self, sql: String) -> Result<Vec<u8>, StoreError> {
         self.each_row(sql).await
     }
+    /// Stores a batch exactly once; each engine dedups retries its own way.
+    async fn write_batch(&self, batch: &StoreBatch) -> Result<(), StoreError>;
+    /// Runs an analyst's statement through the sandbox, in the analysts' session.
+    async fn sandboxed_select(
+        &self,
+        sql: &str,
+        limits: QueryLimits,
+    ) -> Result<QueryRows, StoreError>;
+    /// One quick attempt, no retries: readiness must answer fast.
+    async fn probe(&self) -> Result<(), StoreError>;
 }
 
-pub(crate) async fn analytics(
+/// Every engine is an event store: what is only SQL is written once below, and the
+/// three calls that really differ come from the engine.
+#[async_trait]
+impl<E: Engine + 'static> EventStore for E {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        migrate(self).await
+    }
+
+    async fn insert(&self, batch: &StoreBatch) -> Result<(), StoreError> {
+        self.write_batch(batch).await
+    }
+
+    async fn film_progress(
+        &self,
+        user: &UserId,
+        film: FilmId,
+    ) -> Result<Option<Progress>, StoreError> {
+        film_progress(self, user, film).await
+    }
+
+    async fn continue_watching(
+        &self,
+        user: &UserId,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<Progress>, StoreError> {
+        continue_watching(self, user, limit, offset).await
+    }
+
+    async fn select(&self, sql: &str, limits: QueryLimits) -> Result<QueryRows, StoreError> {
+        self.sandboxed_select(sql, limits).await
+    }
+
+    async fn recent_event_ids(
+        &self,
+        window: Duration,
+        limit: usize,
+    ) -> Result<Vec<(Option<UserId>, EventId)>, StoreError> {
+        recent_event_ids(self, window, limit).await
+    }
+
+    async fn record_erasure(&self, erasure: &Erasure) -> Result<(), StoreError> {
+        record_erasure(self, erasure).await
+    }
+
+    async fn erasures(&self) -> Result<Vec<Erasure>, StoreError> {
+        erasures(self).await
+    }
+
+    async fn erase(&self, erasure: &Erasure) -> Result<(), StoreError> {
+        erase(self, erasure).await
+    }
+
+    async fn rows_left(&self, erasure: &Erasure) -> Result<u64, StoreError> {
+        rows_left(self, erasure).await
+    }
+
+    async fn overview(&self) -> Result<StoreOverview, StoreError> {
+        overview(self).await
+    }
+
+    async fn analytics(
+        &self,
+        request: &crate::analytics::AnalyticsRequest,
+    ) -> Result<crate::analytics::AnalyticsAnswer, StoreError> {
+        analytics(self, request).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.probe().await
+    }
+}
+
+async fn analytics(
     engine: &(impl Engine + ?Sized),
     request: &crate::analytics::AnalyticsRequest,
 ) -> Result<crate::analytics::AnalyticsAnswer, StoreError> {
@@ -82,7 +167,7 @@ pub(crate) async fn migrate(engine: &(impl Engine + ?Sized)) -> Result<(), Store
     Ok(())
 }
 
-pub(crate) async fn film_progress(
+async fn film_progress(
     engine: &(impl Engine + ?Sized),
     user: &UserId,
     film: FilmId,
@@ -92,7 +177,7 @@ pub(crate) async fn film_progress(
     Ok(ProgressOut::into_progress_list(out)?.into_iter().next())
 }
 
-pub(crate) async fn continue_watching(
+async fn continue_watching(
     engine: &(impl Engine + ?Sized),
     user: &UserId,
     limit: u32,
@@ -108,7 +193,7 @@ pub(crate) async fn continue_watching(
 
 /// Ids of recently received events with their users (`None`: an anonymous event,
 /// stored with an empty user), newest first.
-pub(crate) async fn recent_event_ids(
+async fn recent_event_ids(
     engine: &(impl Engine + ?Sized),
     window: Duration,
     limit: usize,
@@ -129,10 +214,7 @@ pub(crate) async fn recent_event_ids(
         .collect())
 }
 
-pub(crate) async fn record_erasure(
-    engine: &(impl Engine + ?Sized),
-    e: &Erasure,
-) -> Result<(), StoreError> {
+async fn record_erasure(engine: &(impl Engine + ?Sized), e: &Erasure) -> Result<(), StoreError> {
     engine
         .execute(sql::insert_erasure(
             engine.schema(),
@@ -143,19 +225,19 @@ pub(crate) async fn record_erasure(
         .await
 }
 
-pub(crate) async fn erasures(engine: &(impl Engine + ?Sized)) -> Result<Vec<Erasure>, StoreError> {
+async fn erasures(engine: &(impl Engine + ?Sized)) -> Result<Vec<Erasure>, StoreError> {
     let out: Vec<ErasureRow> = rows(engine, sql::erasures(engine.schema())).await?;
     out.into_iter().map(ErasureRow::into_erasure).collect()
 }
 
-pub(crate) async fn erase(engine: &(impl Engine + ?Sized), e: &Erasure) -> Result<(), StoreError> {
+async fn erase(engine: &(impl Engine + ?Sized), e: &Erasure) -> Result<(), StoreError> {
     for stmt in sql::erase_user(engine.schema(), &e.user, e.requested_secs) {
         engine.execute(stmt).await?;
     }
     Ok(())
 }
 
-pub(crate) async fn overview(engine: &(impl Engine + ?Sized)) -> Result<StoreOverview, StoreError> {
+async fn overview(engine: &(impl Engine + ?Sized)) -> Result<StoreOverview, StoreError> {
     let events: Vec<sql::EventsOverviewRow> =
         rows(engine, sql::events_overview(engine.schema())).await?;
     let dead: Vec<sql::ReasonCountRow> =
@@ -168,10 +250,7 @@ pub(crate) async fn overview(engine: &(impl Engine + ?Sized)) -> Result<StoreOve
     })
 }
 
-pub(crate) async fn rows_left(
-    engine: &(impl Engine + ?Sized),
-    e: &Erasure,
-) -> Result<u64, StoreError> {
+async fn rows_left(engine: &(impl Engine + ?Sized), e: &Erasure) -> Result<u64, StoreError> {
     let out: Vec<CountRow> = rows(
         engine,
         sql::user_rows(engine.schema(), &e.user, e.requested_secs),
