@@ -9,22 +9,16 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::load::{FILMS, Load, Spec, assert_exactly_once};
 use common::{Server, new_user};
 use serde_json::{Value, json};
 use ugc_testkit::{CLUSTER_NAME, ClickHouse, Cluster};
 
-const FILMS: [&str; 3] = [
-    "1ec4cd73-2fd5-4f25-af68-b6595d279af2",
-    "2b5e3c1a-0d4f-4e7a-9c8b-3f2a1d0e9c8b",
-    "3c6f4d2b-1e5a-4f8b-8d9c-4a3b2e1f0d9c",
-];
 const LOAD_TASKS: usize = 4;
-const BATCH: usize = 250;
+const BATCH: u64 = 250;
 /// Acknowledged events after which the load stops by itself.
 const LOAD_CAP: u64 = 120_000;
 
@@ -44,141 +38,6 @@ fn cluster_args(c: &Cluster) -> Vec<String> {
         "--query-max-rows".into(),
         "1000000".into(),
     ]
-}
-
-#[derive(Default)]
-struct Load {
-    stop: AtomicBool,
-    acked: AtomicU64,
-    ids: Mutex<Vec<String>>,
-    failure: Mutex<Option<String>>,
-}
-
-/// `LOAD_TASKS` clients posting batches with fresh client-chosen ids until stopped or
-/// `LOAD_CAP` events are acknowledged.
-/// Only a 202 counts; anything else (the log is full: 503) is not acknowledged and
-/// never resent.
-fn start_load(server: &Server, user: &str) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
-    let load = Arc::new(Load::default());
-    let token = server.token(user, &[]);
-    let url = format!("{}/api/v1/events/batch", server.base);
-    let tasks = (0..LOAD_TASKS)
-        .map(|t| {
-            let (load, token, url, http) = (load.clone(), token.clone(), url.clone(), server.http.clone());
-            tokio::spawn(async move {
-                let mut n = 0usize;
-                while !load.stop.load(Ordering::SeqCst)
-                    && load.acked.load(Ordering::SeqCst) < LOAD_CAP
-                {
-                    let ids: Vec<String> = (0..BATCH).map(|_| uuid::Uuid::new_v4().to_string()).collect();
-                    let batch: Vec<Value> = ids
-                        .iter()
-                        .enumerate()
-                        .map(|(i, id)| {
-                            n += 1;
-                            let film = FILMS[(n + i + t) % FILMS.len()];
-                            json!({"type":"view_progress","film_id":film,"film_timestamp":n % 7200,"event_id":id})
-                        })
-                        .collect();
-                    match http.post(&url).bearer_auth(&token).json(&batch).send().await {
-                        Ok(r) if r.status() == 202 => {
-                            load.acked.fetch_add(BATCH as u64, Ordering::SeqCst);
-                            load.ids.lock().unwrap().extend(ids);
-                        }
-                        Ok(r) if r.status().is_client_error() => {
-                            *load.failure.lock().unwrap() = Some(format!("a valid batch got {}", r.status()));
-                            return;
-                        }
-                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-            })
-        })
-        .collect();
-    (load, tasks)
-}
-
-async fn wait_acked(load: &Load, at_least: u64, within: Duration) {
-    let deadline = Instant::now() + within;
-    while load.acked.load(Ordering::SeqCst) < at_least {
-        if let Some(f) = load.failure.lock().unwrap().clone() {
-            panic!("{f}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {at_least} events acknowledged within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn stop_load(load: &Load, tasks: Vec<tokio::task::JoinHandle<()>>) -> HashSet<String> {
-    load.stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        t.await.expect("load task");
-    }
-    if let Some(f) = load.failure.lock().unwrap().clone() {
-        panic!("{f}");
-    }
-    let ids = load.ids.lock().unwrap().clone();
-    let set: HashSet<String> = ids.iter().cloned().collect();
-    assert_eq!(set.len(), ids.len(), "client ids are unique");
-    set
-}
-
-/// (rows, distinct ids) of `user` through ugc's analyst SQL.
-async fn totals(server: &Server, user: &str) -> (u64, u64) {
-    let rows = server
-        .sql(&format!(
-            "SELECT count() AS n, uniqExact(event_id) AS u FROM ugc.events WHERE user_id = '{user}'"
-        ))
-        .await;
-    (
-        rows[0]["n"].as_u64().unwrap(),
-        rows[0]["u"].as_u64().unwrap(),
-    )
-}
-
-/// Waits until the store holds exactly the acknowledged events: as many rows as
-/// distinct ids as acknowledged ids, and every acknowledged id among them.
-async fn wait_exactly_once(server: &Server, user: &str, acked: &HashSet<String>, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let (rows, distinct) = totals(server, user).await;
-        assert!(
-            rows == distinct,
-            "stored more than once: {rows} rows, {distinct} distinct ids"
-        );
-        if distinct >= acked.len() as u64 {
-            let stored: HashSet<String> = server
-                .sql(&format!(
-                    "SELECT toString(event_id) AS id FROM ugc.events WHERE user_id = '{user}'"
-                ))
-                .await
-                .iter()
-                .map(|r| r["id"].as_str().unwrap().to_owned())
-                .collect();
-            let missing = acked.iter().filter(|id| !stored.contains(*id)).count();
-            assert_eq!(
-                missing, 0,
-                "{missing} acknowledged events missing ({rows} rows stored)"
-            );
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after {within:?}: {distinct} of {} acknowledged events stored\n{}",
-            acked.len(),
-            server
-                .log()
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 fn local_count(node: &ClickHouse) -> u64 {
@@ -221,24 +80,54 @@ async fn a_replica_killed_during_the_load_catches_up_and_totals_are_exact() {
     let args = cluster_args(&cluster);
     let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let user = new_user();
-    let (load, tasks) = start_load(&server, &user);
+    let load = Load::start(
+        &server,
+        Spec {
+            cap: LOAD_CAP,
+            ..Spec::new(vec![vec![server.token(&user, &[])]], LOAD_TASKS, BATCH)
+        },
+    );
 
     // The replica that shard 2's reads and writes prefer (in_order) dies mid-load.
-    wait_acked(&load, 20_000, Duration::from_secs(120)).await;
+    load.wait_acked(20_000, Duration::from_secs(120), "before the outage")
+        .await;
     cluster.node(1, 0).kill9();
-    let killed_at = load.acked.load(Ordering::SeqCst);
-    wait_acked(&load, killed_at + 20_000, Duration::from_secs(120)).await;
+    let killed_at = load.acked();
+    load.wait_acked(
+        killed_at + 20_000,
+        Duration::from_secs(120),
+        "after the kill",
+    )
+    .await;
     cluster.node(1, 0).start().unwrap_or_else(|e| panic!("{e}"));
-    let restarted_at = load.acked.load(Ordering::SeqCst);
-    wait_acked(&load, LOAD_CAP, Duration::from_secs(180)).await;
-    let acked = stop_load(&load, tasks).await;
+    let restarted_at = load.acked();
+    load.wait_acked(LOAD_CAP, Duration::from_secs(180), "to the end")
+        .await;
+    let acked = load.stop().await;
     println!(
         "replica s2r1 killed at {killed_at}, restarted at {restarted_at}; {} acknowledged",
         acked.len()
     );
 
-    wait_exactly_once(&server, &user, &acked, Duration::from_secs(180)).await;
-    wait_replicas_agree(&mut cluster, acked.len() as u64, Duration::from_secs(120)).await;
+    let logs = || {
+        server
+            .log()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let stored = assert_exactly_once(
+        &server,
+        &[user],
+        &acked,
+        Duration::from_secs(180),
+        "after the load",
+        logs,
+    )
+    .await;
+    wait_replicas_agree(&mut cluster, stored.len() as u64, Duration::from_secs(120)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,16 +138,23 @@ async fn clickhouse_stopped_for_30_s_during_the_load_makes_the_loader_wait_then_
     let args = cluster_args(&cluster);
     let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let user = new_user();
-    let (load, tasks) = start_load(&server, &user);
+    let load = Load::start(
+        &server,
+        Spec {
+            cap: LOAD_CAP,
+            ..Spec::new(vec![vec![server.token(&user, &[])]], LOAD_TASKS, BATCH)
+        },
+    );
 
-    wait_acked(&load, 20_000, Duration::from_secs(120)).await;
+    load.wait_acked(20_000, Duration::from_secs(120), "before the outage")
+        .await;
     // All four nodes shut down (SIGTERM) at once.
     std::thread::scope(|s| {
         for n in &mut cluster.nodes {
             s.spawn(move || n.stop().unwrap_or_else(|e| panic!("{e}")));
         }
     });
-    let stopped_at = load.acked.load(Ordering::SeqCst);
+    let stopped_at = load.acked();
     let outage = Instant::now();
     // Ingest goes on into the log; the store is not ready, and the loader commits nothing.
     let mut saw_not_ready = false;
@@ -291,21 +187,38 @@ async fn clickhouse_stopped_for_30_s_during_the_load_makes_the_loader_wait_then_
         )
         .await;
     assert_eq!(status, 202, "ingest while ClickHouse is down: {body}");
-    load.acked.fetch_add(BATCH as u64, Ordering::SeqCst);
-    load.ids.lock().unwrap().extend(ids);
-    let during = load.acked.load(Ordering::SeqCst) - stopped_at;
+    load.shared.add_acked(ids);
+    let during = load.acked() - stopped_at;
     for n in &mut cluster.nodes {
         n.start().unwrap_or_else(|e| panic!("{e}"));
     }
-    wait_acked(&load, LOAD_CAP, Duration::from_secs(180)).await;
-    let acked = stop_load(&load, tasks).await;
+    load.wait_acked(LOAD_CAP, Duration::from_secs(180), "to the end")
+        .await;
+    let acked = load.stop().await;
     println!(
         "ClickHouse stopped at {stopped_at} acknowledged for 30 s ({during} acknowledged meanwhile); {} in all",
         acked.len()
     );
     assert!(during > 0, "ingest must not depend on the store");
 
-    wait_exactly_once(&server, &user, &acked, Duration::from_secs(180)).await;
+    let logs = || {
+        server
+            .log()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let stored = assert_exactly_once(
+        &server,
+        &[user],
+        &acked,
+        Duration::from_secs(180),
+        "after the load",
+        logs,
+    )
+    .await;
     let ready = server
         .http
         .get(format!("{}/readyz", server.base))
@@ -313,7 +226,7 @@ async fn clickhouse_stopped_for_30_s_during_the_load_makes_the_loader_wait_then_
         .await
         .unwrap();
     assert_eq!(ready.status(), 200, "ready again once ClickHouse is back");
-    wait_replicas_agree(&mut cluster, acked.len() as u64, Duration::from_secs(120)).await;
+    wait_replicas_agree(&mut cluster, stored.len() as u64, Duration::from_secs(120)).await;
 }
 
 /// Analysts' ready answers, as SQL every store must answer alike.

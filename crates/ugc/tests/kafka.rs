@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 /// The tests with several loaders are heavy for two cores, and time what they check:
 /// one at a time. A std mutex on purpose: each test runs on its own thread and runtime,
@@ -16,217 +16,15 @@ use std::sync::{Arc, Mutex};
 static HEAVY: Mutex<()> = Mutex::new(());
 use std::time::{Duration, Instant};
 
+use common::load::{Load, Shared, Spec, assert_exactly_once, of_users, wait_stored};
 use common::{Server, kafka_args, new_user};
 use serde_json::{Value, json};
 use ugc_testkit::tansu::{Storage, Tansu};
 
 const FILM: &str = "1ec4cd73-2fd5-4f25-af68-b6595d279af2";
-const PAGE: usize = 50_000;
 
 fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
-}
-
-/// What the load tasks share with the test.
-#[derive(Default)]
-struct Load {
-    stop: AtomicBool,
-    acked: AtomicU64,
-    /// 503s answered, and the slowest of them.
-    refused: AtomicU64,
-    slowest_refusal_ms: AtomicU64,
-    failure: Mutex<Option<String>>,
-    /// Every id acknowledged so far, for checks in the middle of a load.
-    acked_ids: Mutex<Vec<String>>,
-}
-
-impl Load {
-    fn fail(&self, msg: String) {
-        self.failure.lock().unwrap().get_or_insert(msg);
-        self.stop.store(true, Ordering::SeqCst);
-    }
-
-    fn check(&self) {
-        if let Some(f) = self.failure.lock().unwrap().clone() {
-            panic!("{f}");
-        }
-    }
-}
-
-/// Posts batches of `size` fresh events, for each of `tokens`' users in turn, pausing
-/// `pause` between requests, until told to stop; returns the ids acknowledged with 202. Anything but 202 or 503 (with Retry-After) is a failure; an
-/// answer that never comes counts as not acknowledged.
-async fn load(
-    http: reqwest::Client,
-    url: String,
-    tokens: Vec<String>,
-    size: usize,
-    pause: Duration,
-    shared: Arc<Load>,
-) -> Vec<String> {
-    let mut acked = Vec::new();
-    for token in tokens.iter().cycle() {
-        if shared.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        tokio::time::sleep(pause).await;
-        let ids: Vec<String> = (0..size)
-            .map(|_| uuid::Uuid::new_v4().to_string())
-            .collect();
-        let batch: Vec<Value> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| json!({"type":"view_progress","film_id":FILM,"film_timestamp":i,"event_id":id}))
-            .collect();
-        let t = Instant::now();
-        let Ok(r) = http.post(&url).bearer_auth(token).json(&batch).send().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let took = t.elapsed();
-        let status = r.status().as_u16();
-        let retry_after = r.headers().contains_key("retry-after");
-        let body: Option<Value> = r.json().await.ok();
-        match (status, body) {
-            (202, Some(body)) if body["accepted"].as_u64() == Some(size as u64) => {
-                shared.acked_ids.lock().unwrap().extend(ids.iter().cloned());
-                shared.acked.fetch_add(size as u64, Ordering::SeqCst);
-                acked.extend(ids);
-            }
-            (503, _) if retry_after => {
-                shared.refused.fetch_add(1, Ordering::SeqCst);
-                shared
-                    .slowest_refusal_ms
-                    .fetch_max(took.as_millis() as u64, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            (status, body) => {
-                shared.fail(format!("a valid batch got {status}: {body:?}"));
-                break;
-            }
-        }
-    }
-    acked
-}
-
-/// `tasks` concurrent loads, task `i` posting for the users of `tokens[i % len]`.
-fn start_load(
-    api: &Server,
-    tokens: &[Vec<String>],
-    tasks: usize,
-    size: usize,
-    pause: Duration,
-) -> (Arc<Load>, Vec<tokio::task::JoinHandle<Vec<String>>>) {
-    let shared = Arc::new(Load::default());
-    let url = format!("{}/api/v1/events/batch", api.base);
-    let handles = (0..tasks)
-        .map(|i| {
-            tokio::spawn(load(
-                api.http.clone(),
-                url.clone(),
-                tokens[i % tokens.len()].clone(),
-                size,
-                pause,
-                shared.clone(),
-            ))
-        })
-        .collect();
-    (shared, handles)
-}
-
-async fn stop_load(
-    shared: &Load,
-    handles: Vec<tokio::task::JoinHandle<Vec<String>>>,
-) -> HashSet<String> {
-    shared.stop.store(true, Ordering::SeqCst);
-    let mut acked = HashSet::new();
-    for h in handles {
-        acked.extend(h.await.expect("load task"));
-    }
-    shared.check();
-    acked
-}
-
-/// Waits until `acked` grows past `n`, failing on a load failure or at the deadline.
-async fn wait_acked(shared: &Load, n: u64, within: Duration, why: &str) {
-    let deadline = Instant::now() + within;
-    while shared.acked.load(Ordering::SeqCst) < n {
-        shared.check();
-        assert!(
-            Instant::now() < deadline,
-            "{why}: only {} acknowledged within {within:?}",
-            shared.acked.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// `user_id IN (...)` for `users`.
-fn of_users(users: &[String]) -> String {
-    let list: Vec<String> = users.iter().map(|u| format!("'{u}'")).collect();
-    format!("user_id IN ({})", list.join(", "))
-}
-
-/// Every stored event id of `users` with its row count (paged; no FINAL).
-async fn stored(api: &Server, users: &[String]) -> HashMap<String, u64> {
-    let mut out: HashMap<String, u64> = HashMap::new();
-    let mut offset = 0;
-    loop {
-        let rows = api
-            .sql(&format!(
-                "SELECT toString(event_id) AS id FROM ugc.events WHERE {} \
-                 ORDER BY event_id LIMIT {PAGE} OFFSET {offset}",
-                of_users(users)
-            ))
-            .await;
-        for r in &rows {
-            *out.entry(r["id"].as_str().expect("id").to_owned())
-                .or_default() += 1;
-        }
-        if rows.len() < PAGE {
-            return out;
-        }
-        offset += PAGE;
-    }
-}
-
-/// Waits until every acknowledged id of `users` is stored, then checks each is stored
-/// exactly once and nothing else of theirs is there twice.
-async fn assert_exactly_once(api: &Server, users: &[String], acked: &HashSet<String>, logs: &str) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let rows = api
-            .sql(&format!(
-                "SELECT count() AS n FROM ugc.events WHERE {}",
-                of_users(users)
-            ))
-            .await;
-        let n = rows[0]["n"].as_u64().unwrap_or(0);
-        if n >= acked.len() as u64 {
-            let s = stored(api, users).await;
-            if acked.iter().all(|id| s.contains_key(id)) {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the store holds {n} rows of {} acknowledged events after 180 s\n{logs}",
-            acked.len()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    // Let any batch still in flight land before counting duplicates.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let s = stored(api, users).await;
-    let missing = acked.iter().filter(|id| !s.contains_key(*id)).count();
-    let dups: Vec<(&String, &u64)> = s.iter().filter(|(_, n)| **n > 1).collect();
-    assert_eq!(missing, 0, "acknowledged events missing\n{logs}");
-    assert!(
-        dups.is_empty(),
-        "{} events stored more than once, e.g. {:?}\n{logs}",
-        dups.len(),
-        dups.iter().take(5).collect::<Vec<_>>()
-    );
 }
 
 /// The last lines of `log`; with `UGC_TEST_LOG_DIR` set, the whole log is also written
@@ -320,11 +118,13 @@ async fn with_the_broker_down_the_api_answers_503_fast_and_after_a_restart_total
     let server = Server::start(&args(&a)).await;
     let user = new_user();
     let token = server.token(&user, &[]);
-    let (shared, tasks) = start_load(&server, &[vec![token]], 4, 100, Duration::ZERO);
-    wait_acked(&shared, 3_000, Duration::from_secs(60), "before the outage").await;
+    let load = Load::start(&server, Spec::new(vec![vec![token]], 4, 100));
+    let shared = load.shared.clone();
+    load.wait_acked(3_000, Duration::from_secs(60), "before the outage")
+        .await;
 
     broker.kill();
-    let down_at = shared.acked.load(Ordering::SeqCst);
+    let down_at = shared.acked();
     // Refusals must start within about a second and keep coming fast.
     let deadline = Instant::now() + Duration::from_secs(10);
     while shared.refused.load(Ordering::SeqCst) < 20 {
@@ -337,20 +137,19 @@ async fn with_the_broker_down_the_api_answers_503_fast_and_after_a_restart_total
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let during = shared.acked.load(Ordering::SeqCst) - down_at;
+    let during = shared.acked() - down_at;
     let (status, body) = server.get("/readyz", "").await;
     assert_eq!(status, 503, "not ready without a broker: {body}");
 
     broker.restart();
-    let back_at = shared.acked.load(Ordering::SeqCst);
-    wait_acked(
-        &shared,
+    let back_at = shared.acked();
+    load.wait_acked(
         back_at + 3_000,
         Duration::from_secs(60),
         "after the broker restart",
     )
     .await;
-    let acked = stop_load(&shared, tasks).await;
+    let acked = load.stop().await;
     let slowest = shared.slowest_refusal_ms.load(Ordering::SeqCst);
     println!(
         "broker outage: {} acknowledged ({during} while the broker was dying), {} refused, \
@@ -367,7 +166,15 @@ async fn with_the_broker_down_the_api_answers_503_fast_and_after_a_restart_total
         tail("ugc", &server.log()),
         tail("tansu", &broker.log())
     );
-    assert_exactly_once(&server, &[user], &acked, &logs).await;
+    assert_exactly_once(
+        &server,
+        &[user],
+        &acked,
+        Duration::from_secs(180),
+        "after the outage",
+        || logs.clone(),
+    )
+    .await;
 }
 
 /// A loader's counters from its /readyz.
@@ -377,7 +184,7 @@ async fn rows_loaded(loader: &Server) -> u64 {
 }
 
 /// Waits until `loader` has loaded more than `than` rows.
-async fn wait_loading(loader: &Server, than: u64, name: &str, load: &Load) {
+async fn wait_loading(loader: &Server, than: u64, name: &str, load: &Shared) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while rows_loaded(loader).await <= than {
         load.check();
@@ -443,32 +250,42 @@ async fn loaders_in_one_group_store_every_acknowledged_event_once_through_a_kill
         .map(|c| c.iter().map(|u| api.token(u, &[])).collect())
         .collect();
     // Paced, so that the kill and the join fall in the middle of the load.
-    let (shared, tasks) = start_load(&api, &tokens, 8, 200, Duration::from_millis(250));
+    let load = Load::start(
+        &api,
+        Spec {
+            pause: Duration::from_millis(250),
+            ..Spec::new(tokens, 8, 200)
+        },
+    );
+    let shared = load.shared.clone();
     let began = Instant::now();
 
     // Both members own partitions and load before one of them dies.
     wait_loading(&first, 0, "first", &shared).await;
     wait_loading(&second, 0, "second", &shared).await;
-    wait_acked(&shared, 20_000, Duration::from_secs(120), "before the kill").await;
+    load.wait_acked(20_000, Duration::from_secs(120), "before the kill")
+        .await;
     // Mid-batch: under this load the loaders insert all the time.
     let first_rows = rows_loaded(&first).await;
     first.kill9();
     println!(
         "{:?}: killed a loader (it had loaded {first_rows} rows) at {} acknowledged",
         began.elapsed(),
-        shared.acked.load(Ordering::SeqCst)
+        shared.acked()
     );
     let second_rows = rows_loaded(&second).await;
-    wait_acked(&shared, 50_000, Duration::from_secs(120), "before the join").await;
+    load.wait_acked(50_000, Duration::from_secs(120), "before the join")
+        .await;
     let third = Server::start(&args(&with("loader"))).await;
     println!(
         "{:?}: a third loader joined at {} acknowledged",
         began.elapsed(),
-        shared.acked.load(Ordering::SeqCst)
+        shared.acked()
     );
     wait_loading(&third, 0, "third", &shared).await;
-    wait_acked(&shared, 100_000, Duration::from_secs(180), "to the end").await;
-    let acked = stop_load(&shared, tasks).await;
+    load.wait_acked(100_000, Duration::from_secs(180), "to the end")
+        .await;
+    let acked = load.stop().await;
     println!(
         "{:?}: {} acknowledged, {} refused",
         began.elapsed(),
@@ -483,7 +300,15 @@ async fn loaders_in_one_group_store_every_acknowledged_event_once_through_a_kill
         tail("third loader", &third.log()),
     ]
     .join("\n");
-    assert_exactly_once(&api, &users, &acked, &logs).await;
+    assert_exactly_once(
+        &api,
+        &users,
+        &acked,
+        Duration::from_secs(180),
+        "after the load",
+        || logs.clone(),
+    )
+    .await;
     let (second_end, third_end) = (rows_loaded(&second).await, rows_loaded(&third).await);
     println!(
         "{:?}: every acknowledged event stored once; rows loaded: killed {first_rows}+, \
@@ -558,43 +383,6 @@ impl Group {
     }
 }
 
-/// Waits until every id in `ids` is stored (once or more), failing at `deadline` with
-/// `logs()`.
-async fn wait_stored(
-    api: &Server,
-    users: &[String],
-    ids: &HashSet<String>,
-    deadline: Instant,
-    why: &str,
-    logs: impl Fn() -> String,
-) {
-    loop {
-        let rows = api
-            .sql(&format!(
-                "SELECT count() AS n FROM ugc.events WHERE {}",
-                of_users(users)
-            ))
-            .await;
-        let n = rows[0]["n"].as_u64().unwrap_or(0);
-        let missing = if n >= ids.len() as u64 {
-            let s = stored(api, users).await;
-            ids.iter().filter(|id| !s.contains_key(*id)).count()
-        } else {
-            ids.len() - n as usize
-        };
-        if missing == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{why}: {missing} of {} acknowledged events still not stored\n{}",
-            ids.len(),
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 fn users_and_tokens(api: &Server, n: usize, per_task: usize) -> (Vec<String>, Vec<Vec<String>>) {
     let users: Vec<String> = (0..n).map(|_| new_user()).collect();
     let tokens = users
@@ -620,7 +408,14 @@ async fn a_loader_killed_and_replaced_within_seconds_ten_times_stores_everything
     let mut killed: Vec<Server> = vec![];
     // Many users, so that their keys spread over every partition; ~600 events/s.
     let (users, tokens) = users_and_tokens(&api, 48, 3);
-    let (shared, tasks) = start_load(&api, &tokens, 16, 10, Duration::from_millis(250));
+    let load = Load::start(
+        &api,
+        Spec {
+            pause: Duration::from_millis(250),
+            ..Spec::new(tokens, 16, 10)
+        },
+    );
+    let shared = load.shared.clone();
     let began = Instant::now();
     wait_loading(&loaders[0], 0, "first", &shared).await;
     wait_loading(&loaders[1], 0, "second", &shared).await;
@@ -645,7 +440,7 @@ async fn a_loader_killed_and_replaced_within_seconds_ten_times_stores_everything
         // Between half a second and 4.5 s later: well inside the dead one's session.
         tokio::time::sleep(Duration::from_millis(500 + (round * 1300) % 4000)).await;
         let joined = Instant::now();
-        let before: HashSet<String> = shared.acked_ids.lock().unwrap().iter().cloned().collect();
+        let before: HashSet<String> = shared.acked_ids();
         loaders.push(group.start("loader", &[]).await);
         let deadline = joined + Duration::from_secs(30);
         wait_stored(
@@ -665,19 +460,22 @@ async fn a_loader_killed_and_replaced_within_seconds_ten_times_stores_everything
         );
         shared.check();
     }
-    let acked = stop_load(&shared, tasks).await;
+    let acked = load.stop().await;
     println!(
         "{:?}: {} acknowledged, {} refused",
         began.elapsed(),
         acked.len(),
         shared.refused.load(Ordering::SeqCst)
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    wait_stored(&api, &users, &acked, deadline, "after the load", || {
-        logs(&loaders, &killed)
-    })
+    assert_exactly_once(
+        &api,
+        &users,
+        &acked,
+        Duration::from_secs(30),
+        "after the load",
+        || logs(&loaders, &killed),
+    )
     .await;
-    assert_exactly_once(&api, &users, &acked, &logs(&loaders, &killed)).await;
     if std::env::var_os("UGC_TEST_LOG_DIR").is_some() {
         for (i, s) in killed.iter().enumerate() {
             tail(&format!("killed loader {i}"), &s.log());
@@ -694,7 +492,14 @@ async fn a_broker_restart_while_a_loader_joins_resumes_every_partition_within_30
     let api = group.start("api", &[]).await;
     let first = group.start("loader", &[]).await;
     let (users, tokens) = users_and_tokens(&api, 48, 3);
-    let (shared, tasks) = start_load(&api, &tokens, 16, 10, Duration::from_millis(250));
+    let load = Load::start(
+        &api,
+        Spec {
+            pause: Duration::from_millis(250),
+            ..Spec::new(tokens, 16, 10)
+        },
+    );
+    let shared = load.shared.clone();
     wait_loading(&first, 0, "first", &shared).await;
     let second = group.start("loader", &[]).await;
     // The broker dies two seconds into the rebalance the join started, and is back at once.
@@ -702,14 +507,13 @@ async fn a_broker_restart_while_a_loader_joins_resumes_every_partition_within_30
     broker.restart();
     let back = Instant::now();
     // Everything acknowledged until a little after the restart (the API retries on its own).
-    wait_acked(
-        &shared,
-        shared.acked.load(Ordering::SeqCst) + 2_000,
+    load.wait_acked(
+        shared.acked() + 2_000,
         Duration::from_secs(30),
         "after the broker restart",
     )
     .await;
-    let ids: HashSet<String> = shared.acked_ids.lock().unwrap().iter().cloned().collect();
+    let ids: HashSet<String> = shared.acked_ids();
     let logs = || {
         [
             tail("first loader", &first.log()),
@@ -732,10 +536,16 @@ async fn a_broker_restart_while_a_loader_joins_resumes_every_partition_within_30
         ids.len(),
         back.elapsed()
     );
-    let acked = stop_load(&shared, tasks).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    wait_stored(&api, &users, &acked, deadline, "after the load", logs).await;
-    assert_exactly_once(&api, &users, &acked, &logs()).await;
+    let acked = load.stop().await;
+    assert_exactly_once(
+        &api,
+        &users,
+        &acked,
+        Duration::from_secs(30),
+        "after the load",
+        logs,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -749,7 +559,14 @@ async fn a_loader_that_owns_no_partition_past_the_stall_time_is_not_ready() {
     let api = group.start("api", &[]).await;
     let first = group.start("loader", &stall).await;
     let (_users, tokens) = users_and_tokens(&api, 3, 3);
-    let (shared, tasks) = start_load(&api, &tokens, 1, 10, Duration::from_millis(200));
+    let load = Load::start(
+        &api,
+        Spec {
+            pause: Duration::from_millis(200),
+            ..Spec::new(tokens, 1, 10)
+        },
+    );
+    let shared = load.shared.clone();
     wait_loading(&first, 0, "first", &shared).await;
     // The stall clock starts with the process, before it answers: so does this one.
     let started = Instant::now();
@@ -804,7 +621,7 @@ async fn a_loader_that_owns_no_partition_past_the_stall_time_is_not_ready() {
         assert!(Instant::now() < deadline, "not ready while loading: {body}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    stop_load(&shared, tasks).await;
+    load.stop().await;
 }
 
 /// `ugc status --json` against `urls`.

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod browser;
+pub mod load;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
