@@ -24,6 +24,7 @@ mod load;
 mod procs;
 mod progress;
 mod report;
+mod study;
 mod suite;
 mod workload;
 
@@ -100,6 +101,30 @@ pub struct BenchArgs {
     /// this binary].
     #[arg(long)]
     pub ugc_bin: Option<PathBuf>,
+
+    /// Run the storage study instead of the suite: seed 004's OLAP test (inserts at
+    /// batch sizes 10 to 100,000, five queries) on chDB, a ClickHouse server, a cluster
+    /// and PostgreSQL, then larger sizes. Writes to bench/results/study unless --out.
+    #[arg(long)]
+    pub study: bool,
+
+    /// Rows of the study's sizes; the first is loaded at every batch size, the others in
+    /// batches of 100,000 [default: 644684,10000000,100000000; quick: 20000,100000].
+    #[arg(long, value_delimiter = ',')]
+    pub study_sizes: Vec<u64>,
+
+    /// Systems of the study (chdb, server, cluster, postgres) [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub study_systems: Vec<String>,
+
+    /// Systems that also run the sizes above 10,000,000 [default: chdb,server].
+    #[arg(long, value_delimiter = ',')]
+    pub study_large_systems: Vec<String>,
+
+    /// Seconds of inserting after which a batch-size step stops and its total is
+    /// projected from its rate [default: 240; quick: 5].
+    #[arg(long)]
+    pub study_step_secs: Option<f64>,
 
     #[arg(long, hide = true, value_enum)]
     pub internal_child: Option<ChildKind>,
@@ -233,6 +258,11 @@ impl Plan {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(kind) = args.internal_child {
         return children::run(kind, &args);
+    }
+    if args.study {
+        let plan = study::StudyPlan::new(&args)?;
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        return study::run(&plan, command);
     }
     let plan = Plan::new(&args)?;
     suite::run(&plan)
