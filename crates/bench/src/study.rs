@@ -846,13 +846,18 @@ fn markdown(plan: &StudyPlan, r: &StudyResults) -> String {
             md.push('\n');
         }
     }
+    let errors: Vec<&InsertFigure> = r.inserts.iter().filter(|f| f.error.is_some()).collect();
     let _ = writeln!(
         md,
-        "\n¹ the error is below. ² the step stopped after {:.0} s of inserting; the total is \
-         its rate over the rows it inserted, projected to all rows.\n",
+        "\n{}² the step stopped after {:.0} s of inserting; the total is its rate over the rows \
+         it inserted, projected to all rows.\n",
+        if errors.is_empty() {
+            ""
+        } else {
+            "¹ the error is below. "
+        },
         plan.step_limit.as_secs_f64()
     );
-    let errors: Vec<&InsertFigure> = r.inserts.iter().filter(|f| f.error.is_some()).collect();
     for f in &errors {
         let _ = writeln!(
             md,
