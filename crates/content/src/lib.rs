@@ -198,8 +198,16 @@ fn envelope(user: &UserId, event: ugc_model::Event, now: Timestamp) -> Envelope 
 /// `busy_timeout` keeps writers fair and never fails a transaction with SQLITE_BUSY) and
 /// commits them in groups, one fsync for all the changes waiting (see `group`); reads
 /// use their own connections, which WAL lets run beside the writer.
+///
+/// The writer never checkpoints: SQLite's automatic checkpoint runs inside the commit
+/// that crosses its threshold, copying the WAL's pages into the database file with an
+/// fsync while every write queued behind that commit waits (hundreds of milliseconds on
+/// a large database). A task of its own checkpoints instead, PASSIVE (it waits for no
+/// reader or writer), on its own connection.
 pub mod sqlite {
     type Db = sqlx::Sqlite;
+    /// How often the WAL is copied into the database file.
+    const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
     /// SQLite has no row locks: its one writer holds the whole database.
     const FOR_UPDATE: &str = "";
     include!("backend.rs");
@@ -220,6 +228,16 @@ pub mod sqlite {
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(std::time::Duration::from_secs(10))
+                .connect_with(
+                    options
+                        .clone()
+                        .pragma("wal_autocheckpoint", "0")
+                        // After a burst, the WAL file shrinks back to this once reused.
+                        .pragma("journal_size_limit", "67108864"),
+                )
+                .await?;
+            let checkpointer = SqlitePoolOptions::new()
+                .max_connections(1)
                 .connect_with(options.clone())
                 .await?;
             let reader = SqlitePoolOptions::new()
@@ -229,11 +247,34 @@ pub mod sqlite {
                 .await?;
             let (queue, jobs) = crate::group::queue();
             tokio::spawn(crate::group::run(writer.clone(), jobs));
+            tokio::spawn(checkpoints(checkpointer, queue.downgrade()));
             Ok(Store {
                 writer,
                 reader,
                 group: Some(queue),
             })
+        }
+    }
+
+    /// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until the store is closed (its
+    /// writer queue gone).
+    async fn checkpoints(
+        pool: sqlx::Pool<Db>,
+        open: tokio::sync::mpsc::WeakSender<crate::group::Job<Conn>>,
+    ) {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if open.upgrade().is_none() {
+                return;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(error = %e, "content database checkpoint failed; trying again");
+            }
         }
     }
 }
@@ -265,6 +306,46 @@ pub mod postgres {
                 reader: pool,
                 group: None,
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With the writer's own checkpoints off, the changes still reach the database file
+    /// while the store stays open, and the WAL does not keep every page ever written.
+    #[tokio::test]
+    async fn sqlite_changes_reach_the_database_file_while_the_store_is_open() {
+        let path = std::env::temp_dir().join(format!("ugc-checkpoint-{}.db", uuid::Uuid::now_v7()));
+        let store = sqlite::Store::open(&path).await.unwrap();
+        store.migrate().await.unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        let user = UserId::parse("checkpoint-test").unwrap();
+        for _ in 0..2_000 {
+            let film = FilmId::from(uuid::Uuid::now_v7());
+            store
+                .set_rating(&user, film, Score::LIKE, Timestamp::now())
+                .await
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let size = std::fs::metadata(&path).unwrap().len();
+            if size > before + 100 * 1024 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file is still {size} bytes (was {before}) 30 s after 2,000 \
+                 changes: nothing checkpoints the WAL"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
     }
 }
