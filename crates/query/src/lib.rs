@@ -17,6 +17,13 @@ use ugc_store::analytics::{AnalyticsAnswer, AnalyticsRequest};
 pub use ugc_store::{Column, QueryRows, StoreError};
 use ugc_store::{EventStore, QueryLimits};
 
+/// An analytics answer, how long the store took, and the statement it ran.
+pub struct Analyzed {
+    pub answer: AnalyticsAnswer,
+    pub took: std::time::Duration,
+    pub sql: String,
+}
+
 /// Roles whose tokens may run SQL.
 pub const ANALYST_ROLES: &[&str] = &["admin", "analyst"];
 /// Longest statement accepted, to keep the parser's work bounded.
@@ -136,13 +143,17 @@ impl QueryService {
         &self,
         roles: &[R],
         request: &AnalyticsRequest,
-    ) -> Result<(AnalyticsAnswer, std::time::Duration), QueryError> {
+    ) -> Result<Analyzed, QueryError> {
         if !roles.iter().any(|r| ANALYST_ROLES.contains(&r.as_ref())) {
             return Err(QueryError::Forbidden);
         }
         let started = std::time::Instant::now();
         let answer = self.store.analytics(request).await?;
-        Ok((answer, started.elapsed()))
+        Ok(Analyzed {
+            answer,
+            took: started.elapsed(),
+            sql: self.store.analytics_sql(request),
+        })
     }
 
     /// Erasure of users' data, for admins.

@@ -105,6 +105,10 @@ impl<E: Engine + 'static> EventStore for E {
         analytics(self, request).await
     }
 
+    fn analytics_sql(&self, request: &crate::analytics::AnalyticsRequest) -> String {
+        crate::analytics::statement(self.schema(), request)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.probe().await
     }

@@ -171,6 +171,10 @@ pub trait EventStore: Send + Sync + 'static {
         request: &analytics::AnalyticsRequest,
     ) -> Result<analytics::AnalyticsAnswer, StoreError>;
 
+    /// The statement [`EventStore::analytics`] runs for `request`, as this store's
+    /// dialect writes it: analysts can take it to `POST /api/v1/query` and go on from it.
+    fn analytics_sql(&self, request: &analytics::AnalyticsRequest) -> String;
+
     /// Is the store usable right now?
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -154,6 +154,10 @@ impl EventStore for Metered {
         read("analytics", self.inner.analytics(request)).await
     }
 
+    fn analytics_sql(&self, request: &crate::analytics::AnalyticsRequest) -> String {
+        self.inner.analytics_sql(request)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -655,7 +655,7 @@ fn norm(v: &Value) -> Value {
     }
 }
 
-/// The answer of `path`, checking the period and run time every answer carries.
+/// The answer of `path`, checking the period, run time and statement every answer carries.
 async fn answer(s: &Server, tok: &str, path: &str, from: i64, to: i64) -> Value {
     let sep = if path.contains('?') { '&' } else { '?' };
     let url = format!(
@@ -670,6 +670,17 @@ async fn answer(s: &Server, tok: &str, path: &str, from: i64, to: i64) -> Value 
     assert!(
         body["elapsed_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
         "{body}"
+    );
+    // The statement behind the answer runs as the analyst's own SQL.
+    let sql = body["sql"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{url}: no sql in {body}"));
+    let (status, ran) = s
+        .post("/api/v1/query", tok, &serde_json::json!({ "sql": sql }))
+        .await;
+    assert_eq!(
+        status, 200,
+        "{url}: its sql did not run through /api/v1/query: {ran}"
     );
     norm(&body)
 }

@@ -156,6 +156,10 @@ pub struct Span {
     /// How long the store took to run the answer's SQL statement, in milliseconds.
     #[schema(example = 4.2)]
     pub elapsed_ms: f64,
+    /// The one statement the store ran for this answer, in its own dialect: run it, or
+    /// a variation of it, through `POST /api/v1/query`.
+    #[schema(example = "SELECT toString(film_id) AS film, … FROM ugc.events WHERE …")]
+    pub sql: String,
 }
 
 async fn ask(
@@ -165,15 +169,17 @@ async fn ask(
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Result<(Span, AnalyticsAnswer), ApiError> {
-    let (answer, took) = state
+    let asked = state
         .queries()
         .analytics(&principal.roles, &request)
         .await?;
+    let (answer, took) = (asked.answer, asked.took);
     Ok((
         Span {
             from: rfc3339(from),
             to: rfc3339(to),
             elapsed_ms: (took.as_secs_f64() * 1e6).round() / 1e3,
+            sql: asked.sql,
         },
         answer,
     ))
@@ -203,7 +209,7 @@ pub struct TopFilmsAnswer {
     ),
     responses(
         (status = 200, body = TopFilmsAnswer, example = json!({
-            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 4.2, "by": "views",
+            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 4.2, "sql": "SELECT … FROM ugc.events WHERE …", "by": "views",
             "films": [{"film_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "views": 120, "viewers": 131,
                        "completed": 54, "completion_rate": 0.45, "watch_time_s": 512000, "length_s": 7140}]
         })),
@@ -271,7 +277,7 @@ pub struct DropoffAnswer {
     ),
     responses(
         (status = 200, body = DropoffAnswer, example = json!({
-            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 2.1,
+            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 2.1, "sql": "SELECT … FROM ugc.events WHERE …",
             "film_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "buckets": 2, "viewers": 4, "length_s": 3600,
             "points": [
                 {"percent": 0.0, "position_s": 0.0, "viewers": 4, "share": 1.0},
@@ -335,7 +341,7 @@ pub struct FilmSummaryAnswer {
     ),
     responses(
         (status = 200, body = FilmSummaryAnswer, example = json!({
-            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 3.0,
+            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 3.0, "sql": "SELECT … FROM ugc.events WHERE …",
             "film_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "views": 120, "viewers": 131,
             "completed": 54, "completion_rate": 0.45, "average_watch_time_s": 4266.7,
             "pauses": 300, "pauses_per_view": 2.5, "quality_switches": 96, "quality_switches_per_view": 0.8,
@@ -388,7 +394,7 @@ pub struct QualityAnswer {
     ),
     responses(
         (status = 200, body = QualityAnswer, example = json!({
-            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 5.3, "group_by": "day",
+            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 5.3, "sql": "SELECT … FROM ugc.events WHERE …", "group_by": "day",
             "periods": [{"period": "2026-12-01T00:00:00Z", "switches_up": 12, "switches_down": 7, "switches_other": 1,
                 "renditions": [{"quality": "1080p", "seconds": 36000, "share": 0.6}, {"quality": "720p", "seconds": 24000, "share": 0.4}],
                 "transitions": [{"from": "720p", "to": "1080p", "count": 12}, {"from": "1080p", "to": "720p", "count": 7}],
@@ -442,7 +448,7 @@ pub struct QoeAnswer {
     ),
     responses(
         (status = 200, body = QoeAnswer, example = json!({
-            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 3.9, "group_by": "day",
+            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 3.9, "sql": "SELECT … FROM ugc.events WHERE …", "group_by": "day",
             "groups": [{"key": "2026-12-01T00:00:00Z", "starts": 200, "startup_ms_p50": 850, "startup_ms_p95": 2400,
                 "watch_time_s": 720000, "rebuffers": 40, "rebuffer_ms": 96000, "rebuffer_ratio": 0.000133,
                 "rebuffers_per_hour": 0.2, "failures": 3, "failures_per_100_starts": 1.5, "exits_before_start": 2}]
@@ -493,7 +499,7 @@ pub struct AudienceAnswer {
     ),
     responses(
         (status = 200, body = AudienceAnswer, example = json!({
-            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 6.4, "group_by": "day",
+            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 6.4, "sql": "SELECT … FROM ugc.events WHERE …", "group_by": "day",
             "periods": [{"period": "2026-12-01T00:00:00Z", "active_users": 1200, "new_users": 150, "returning_users": 1050}]
         })),
         (status = 401, body = ErrorBody),
@@ -546,7 +552,7 @@ pub struct PagesAnswer {
     ),
     responses(
         (status = 200, body = PagesAnswer, example = json!({
-            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 1.8, "group_by": "page",
+            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 1.8, "sql": "SELECT … FROM ugc.events WHERE …", "group_by": "page",
             "pages": [{"key": "film", "views": 5400, "users": 1800}, {"key": "films_list", "views": 3100, "users": 1500}]
         })),
         (status = 401, body = ErrorBody),
@@ -597,7 +603,7 @@ pub struct ContentTopAnswer {
     ),
     responses(
         (status = 200, body = ContentTopAnswer, example = json!({
-            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 2.6, "by": "rating",
+            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 2.6, "sql": "SELECT … FROM ugc.events WHERE …", "by": "rating",
             "films": [{"film_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "ratings": 40, "average_rating": 8.2,
                        "reviews": 6, "bookmarks": 25}]
         })),
