@@ -10,7 +10,9 @@
 //! 5. peak RSS of the API under maximum load and of the loader draining a large backlog;
 //! 6. RS256 ingest with the verified-token cache on vs off;
 //! 7. content: a mixed load of ratings, reviews and bookmarks over HTTP on 10M seeded
-//!    ratings vs the same statements through sqlx, on SQLite and PostgreSQL.
+//!    ratings vs the same statements through sqlx, on SQLite and PostgreSQL;
+//! 8. analytics: each analytics route over 10M events on chDB vs the statement it ran,
+//!    sent as an analyst's SQL.
 //!
 //! Systems under test run as child processes (`ugc serve` from the `ugc` binary beside
 //! this one, or a hidden child of `ugc-bench`), so their memory and CPU can be read from `/proc` and each has its
@@ -82,7 +84,7 @@ pub struct BenchArgs {
     pub server_backlog: Option<u64>,
 
     /// Only these backends (comma-separated: embedded, kafka, servers for scenarios 1-6;
-    /// sqlite, postgres for the content scenario 7) [default: all; kafka and servers run
+    /// sqlite, postgres for the content scenario 7; analytics for scenario 8) [default: all; kafka and servers run
     /// when the broker and the server are installed].
     #[arg(long, value_delimiter = ',')]
     pub backends: Vec<String>,
@@ -92,6 +94,11 @@ pub struct BenchArgs {
     /// is a 1/100 run [default: 1; quick: 1000].
     #[arg(long)]
     pub content_scale: Option<u64>,
+
+    /// Events the analytics scenario (8) loads before asking [default: 10000000; quick:
+    /// 20000].
+    #[arg(long)]
+    pub analytics_events: Option<u64>,
 
     /// Threads of the load generator; the rest of the machine serves [default: 1].
     #[arg(long)]
@@ -170,6 +177,8 @@ pub(crate) struct Plan {
     pub server_backlog: u64,
     /// The content scenario's data is the full figure divided by this.
     pub content_scale: u64,
+    /// Events scenario 8 loads before the analytics routes are asked.
+    pub analytics_events: u64,
     /// Backends to run by their short names; empty: all.
     pub backends: Vec<String>,
     pub client_threads: usize,
@@ -221,6 +230,10 @@ impl Plan {
                 .unwrap_or(if q { 20_000 } else { 10_000_000 })
                 .max(1),
             content_scale: a.content_scale.unwrap_or(if q { 1000 } else { 1 }).max(1),
+            analytics_events: a
+                .analytics_events
+                .unwrap_or(if q { 20_000 } else { 10_000_000 })
+                .max(100),
             backends: a.backends.clone(),
             client_threads: a.client_threads.unwrap_or(1).max(1),
             idle_probes: if q { 5 } else { 20 },

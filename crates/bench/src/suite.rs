@@ -15,6 +15,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ugc_model::UserId;
 
+#[path = "analytics.rs"]
+mod analytics;
 #[path = "content.rs"]
 mod content;
 
@@ -237,7 +239,9 @@ fn title(id: &str) -> &'static str {
         "5a" => "API peak RSS under max load",
         "5b" => "loader peak RSS draining the backlog",
         "6" => "RS256 single-event ingest, verified-token cache on vs off",
-        other => content::title(other).unwrap_or("?"),
+        other => content::title(other)
+            .or_else(|| analytics::title(other))
+            .unwrap_or("?"),
     }
 }
 
@@ -316,9 +320,11 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
     if let Some(bad) = plan.backends.iter().find(|n| {
         !Backend::ALL.iter().any(|b| b.slug() == n.as_str())
             && !ContentDb::ALL.iter().any(|d| d.slug() == n.as_str())
+            && n.as_str() != "analytics"
     }) {
-        bail!("--backends {bad}: expected embedded, kafka, servers, sqlite or postgres");
+        bail!("--backends {bad}: expected embedded, kafka, servers, sqlite, postgres or analytics");
     }
+    let with_analytics = plan.backends.is_empty() || plan.backends.iter().any(|n| n == "analytics");
     let infra = Infra::start(&ctx.progress, &chosen);
     for backend in chosen {
         let label = backend.label();
@@ -350,6 +356,12 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         ctx.progress.done(&format!("── {} ──", db.label()));
         if let Err(e) = content::run(&mut ctx, db) {
             ctx.fail(&content::IDS, db.label(), &e);
+        }
+    }
+    if with_analytics {
+        ctx.progress.done(&format!("── {} ──", analytics::LABEL));
+        if let Err(e) = analytics::run(&mut ctx) {
+            ctx.fail(&analytics::IDS, analytics::LABEL, &e);
         }
     }
     if ctx.outcomes.keys().any(|k| k.starts_with("7 ")) {
@@ -389,6 +401,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
             "backlog": plan.backlog,
             "server_backlog": plan.server_backlog,
             "content_scale": plan.content_scale,
+            "analytics_events": plan.analytics_events,
             "client_threads": plan.client_threads,
             "idle_probes": plan.idle_probes,
             "probe_every_ms": plan.probe_every.as_millis() as u64,

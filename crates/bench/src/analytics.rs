@@ -1,0 +1,306 @@
+//! Scenario 8: the analytics API over 10,000,000 events on chDB. `ugc serve` (all-in-one,
+//! embedded log and chDB) ingests the events over HTTP, spread over the last six days;
+//! once the store holds them all, each analytics route is asked again and again, one
+//! request at a time; the baseline is the very statement the answer says it ran (`sql`),
+//! sent as an analyst's SQL through `POST /api/v1/query` on the same server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use ugc_model::UserId;
+
+use super::{Ctx, wait_stored};
+use crate::client::Conn;
+use crate::load::Percentiles;
+use crate::procs::Server;
+use crate::progress::thousands;
+use crate::report::{Measure, Outcome, Target};
+use crate::workload::{self, Rng, Workload, http_request};
+
+/// The routes asked, each its own outcome (`8a`, `8b`, …); `{film}` is the most viewed
+/// film.
+const ROUTES: [&str; 16] = [
+    "films/top?by=views",
+    "films/top?by=viewers",
+    "films/top?by=completion",
+    "films/top?by=watch_time",
+    "films/{film}/dropoff",
+    "films/{film}/summary",
+    "quality?group_by=hour",
+    "quality?group_by=day",
+    "qoe?group_by=day",
+    "qoe?group_by=film",
+    "audience?group_by=day",
+    "audience?group_by=week",
+    "audience?group_by=month",
+    "pages?group_by=page",
+    "pages?group_by=day",
+    "content/top?by=rating",
+];
+
+pub(super) const IDS: [&str; 16] = [
+    "8a", "8b", "8c", "8d", "8e", "8f", "8g", "8h", "8i", "8j", "8k", "8l", "8m", "8n", "8o", "8p",
+];
+
+/// The scenario's label, as `--backends analytics` names it.
+pub(super) const LABEL: &str = "analytics on chDB";
+
+pub(super) fn title(id: &str) -> Option<&'static str> {
+    let i = IDS.iter().position(|x| *x == id)?;
+    Some(
+        [
+            "analytics: films/top by views",
+            "analytics: films/top by viewers",
+            "analytics: films/top by completion",
+            "analytics: films/top by watch time",
+            "analytics: a film's drop-off",
+            "analytics: a film's summary",
+            "analytics: quality by hour",
+            "analytics: quality by day",
+            "analytics: QoE by day",
+            "analytics: QoE by film",
+            "analytics: audience by day",
+            "analytics: audience by week",
+            "analytics: audience by month",
+            "analytics: pages by page",
+            "analytics: pages by day",
+            "analytics: content/top by rating",
+        ][i],
+    )
+}
+
+/// Events per batch request while loading.
+const BATCH: u64 = 100;
+/// Concurrent connections while loading.
+const LOADERS: usize = 16;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+pub(super) fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let plan = ctx.plan;
+    let n = plan.analytics_events;
+    let dir = ctx.work.join("analytics");
+    ctx.progress.done(&format!(
+        "scenario 8: loading {} events over HTTP, spread over the last 6 days",
+        thousands(n as f64)
+    ));
+    let server = Server::start(plan, &dir, &[], &[])?;
+    let t0 = Instant::now();
+    let sent = ctx.client.block_on(ingest(ctx, server.addr, n))?;
+    let load_secs = t0.elapsed().as_secs_f64();
+    wait_stored(ctx, &server, sent)?;
+    let stored_secs = t0.elapsed().as_secs_f64();
+    ctx.progress.done(&format!(
+        "  {} events acknowledged in {load_secs:.0} s, all stored after {stored_secs:.0} s",
+        thousands(sent as f64)
+    ));
+
+    let analyst = workload::token(
+        &UserId::parse("ugc-bench-analyst").map_err(anyhow::Error::msg)?,
+        &["analyst".into()],
+    )?;
+    let host = server.addr.to_string();
+    let reps = if plan.quick { 3 } else { 30 };
+    let film = ctx
+        .client
+        .block_on(top_film(server.addr, &host, &analyst))?;
+    for (i, route) in ROUTES.iter().enumerate() {
+        let id = IDS[i];
+        let path = format!("/api/v1/analytics/{}", route.replace("{film}", &film));
+        ctx.progress
+            .done(&format!("scenario 8: {path}, {reps} times each way"));
+        let outcome = ctx
+            .client
+            .block_on(measure_route(server.addr, &host, &analyst, &path, reps));
+        let o = match outcome {
+            Ok((api, raw)) => {
+                let mut o = Outcome::new(id, title(id).unwrap_or(route), LABEL).measured(
+                    latency(&format!("GET {path} p99"), &api),
+                    latency("its `sql` through POST /api/v1/query, p99", &raw),
+                );
+                o.more
+                    .push(Measure::new(format!("GET {path} p50"), api.p50, "ms"));
+                o.target = Some(Target {
+                    text: "p99 < 200 ms".into(),
+                    met: api.p99 < 200.0,
+                });
+                o
+            }
+            Err(e) => Outcome::failed(id, title(id).unwrap_or(route), LABEL, &e),
+        };
+        ctx.put(o);
+    }
+    let mut first = ctx
+        .outcomes
+        .remove(&super::key(IDS[0], LABEL))
+        .context("8a")?;
+    first.more.push(Measure::new(
+        format!("{} events loaded over HTTP", thousands(sent as f64)),
+        load_secs,
+        "s",
+    ));
+    first
+        .more
+        .push(Measure::new("until all were stored", stored_secs, "s"));
+    ctx.put(first);
+    server.proc.stop();
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+fn latency(what: &str, p: &Percentiles) -> Measure {
+    let mut m = Measure::new(what, p.p99, "ms");
+    m.latency_ms = Some(p.clone());
+    m
+}
+
+/// Sends `n` events (rounded down to whole batches) in batches of [`BATCH`] from
+/// [`LOADERS`] connections; how many were acknowledged.
+async fn ingest(ctx: &Ctx<'_>, addr: SocketAddr, n: u64) -> anyhow::Result<u64> {
+    let requests = n / BATCH;
+    let next = Arc::new(AtomicU64::new(0));
+    let now_ms = ugc_model::Timestamp::now().millis();
+    let host = addr.to_string();
+    // Many viewers: each batch is one viewer's, as a player sends them.
+    let workload = Arc::new(Workload::new((requests as usize / 5).max(50), true)?);
+    let mut tasks = Vec::new();
+    for t in 0..LOADERS {
+        let (next, workload, host) = (next.clone(), workload.clone(), host.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(addr);
+            let mut rng = Rng::new(0xa11a ^ t as u64);
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= requests {
+                    return anyhow::Ok(());
+                }
+                let user = &workload.users[(i as usize) % workload.users.len()];
+                let events: Vec<Value> = (0..BATCH)
+                    .map(|_| {
+                        let mut e = workload.event(&mut rng);
+                        let at = now_ms - 1 - rng.below(6 * DAY_MS as u64) as i64;
+                        e["occurred_at"] = json!(rfc3339(at));
+                        e
+                    })
+                    .collect();
+                let body = serde_json::to_vec(&events)?;
+                let req = http_request(
+                    "POST",
+                    "/api/v1/events/batch",
+                    &host,
+                    Some(&user.token),
+                    Some(&body),
+                );
+                let status = conn.send(&req).await?;
+                if status != 202 {
+                    bail!(
+                        "a batch got {status}: {}",
+                        String::from_utf8_lossy(conn.body())
+                    );
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    loop {
+        let done = next.load(Ordering::SeqCst).min(requests);
+        ctx.progress.update(&format!(
+            "  {} of {} events sent · {:.0} s",
+            thousands((done * BATCH) as f64),
+            thousands((requests * BATCH) as f64),
+            started.elapsed().as_secs_f64()
+        ));
+        if tasks.iter().all(|t| t.is_finished()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(requests * BATCH)
+}
+
+fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The most viewed film, for the per-film routes.
+async fn top_film(addr: SocketAddr, host: &str, token: &str) -> anyhow::Result<String> {
+    let mut conn = Conn::new(addr);
+    let req = http_request(
+        "GET",
+        "/api/v1/analytics/films/top?by=views&limit=1",
+        host,
+        Some(token),
+        None,
+    );
+    let status = conn.send(&req).await?;
+    let body: Value = serde_json::from_slice(conn.body())?;
+    if status != 200 {
+        bail!("films/top answered {status}: {body}");
+    }
+    body["films"][0]["film_id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("films/top listed no film")
+}
+
+/// `reps` answers of `path`, one at a time after one unmeasured, then as many of the
+/// statement it said it ran, through the analysts' SQL route.
+async fn measure_route(
+    addr: SocketAddr,
+    host: &str,
+    token: &str,
+    path: &str,
+    reps: usize,
+) -> anyhow::Result<(Percentiles, Percentiles)> {
+    let mut conn = Conn::new(addr);
+    let get = http_request("GET", path, host, Some(token), None);
+    let mut api = crate::load::histogram();
+    let mut sql = String::new();
+    for i in 0..=reps {
+        let t = Instant::now();
+        let status = conn.send(&get).await?;
+        let took = t.elapsed();
+        if status != 200 {
+            bail!(
+                "{path} answered {status}: {}",
+                String::from_utf8_lossy(conn.body())
+            );
+        }
+        if i == 0 {
+            let body: Value = serde_json::from_slice(conn.body())?;
+            sql = body["sql"]
+                .as_str()
+                .with_context(|| format!("{path}: no sql in the answer"))?
+                .to_owned();
+        } else {
+            api.record(took.as_micros().max(1) as u64)?;
+        }
+    }
+    let body = serde_json::to_vec(&json!({ "sql": sql }))?;
+    let post = http_request("POST", "/api/v1/query", host, Some(token), Some(&body));
+    let mut raw = crate::load::histogram();
+    for i in 0..=reps {
+        let t = Instant::now();
+        let status = conn.send(&post).await?;
+        let took = t.elapsed();
+        if status != 200 {
+            bail!(
+                "the sql of {path} answered {status} through /api/v1/query: {}",
+                String::from_utf8_lossy(conn.body())
+            );
+        }
+        if i > 0 {
+            raw.record(took.as_micros().max(1) as u64)?;
+        }
+    }
+    Ok((Percentiles::of(&api), Percentiles::of(&raw)))
+}
