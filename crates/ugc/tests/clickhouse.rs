@@ -40,6 +40,21 @@ fn cluster_args(c: &Cluster) -> Vec<String> {
     ]
 }
 
+/// Waits until every acknowledged event of `user` is stored, each once; the stored ids.
+async fn exactly_once(
+    server: &Server,
+    user: String,
+    acked: &std::collections::HashSet<String>,
+) -> std::collections::HashMap<String, u64> {
+    let logs = || {
+        let log = server.log();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        tail.join("\n")
+    };
+    let within = Duration::from_secs(180);
+    assert_exactly_once(server, &[user], acked, within, "after the load", logs).await
+}
+
 fn local_count(node: &ClickHouse) -> u64 {
     node.query("SELECT count() FROM ugc.events_local")
         .unwrap_or_else(|e| panic!("{e}"))
@@ -109,24 +124,7 @@ async fn a_replica_killed_during_the_load_catches_up_and_totals_are_exact() {
         acked.len()
     );
 
-    let logs = || {
-        server
-            .log()
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let stored = assert_exactly_once(
-        &server,
-        &[user],
-        &acked,
-        Duration::from_secs(180),
-        "after the load",
-        logs,
-    )
-    .await;
+    let stored = exactly_once(&server, user, &acked).await;
     wait_replicas_agree(&mut cluster, stored.len() as u64, Duration::from_secs(120)).await;
 }
 
@@ -201,24 +199,7 @@ async fn clickhouse_stopped_for_30_s_during_the_load_makes_the_loader_wait_then_
     );
     assert!(during > 0, "ingest must not depend on the store");
 
-    let logs = || {
-        server
-            .log()
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let stored = assert_exactly_once(
-        &server,
-        &[user],
-        &acked,
-        Duration::from_secs(180),
-        "after the load",
-        logs,
-    )
-    .await;
+    let stored = exactly_once(&server, user, &acked).await;
     let ready = server
         .http
         .get(format!("{}/readyz", server.base))

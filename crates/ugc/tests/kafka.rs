@@ -250,13 +250,7 @@ async fn loaders_in_one_group_store_every_acknowledged_event_once_through_a_kill
         .map(|c| c.iter().map(|u| api.token(u, &[])).collect())
         .collect();
     // Paced, so that the kill and the join fall in the middle of the load.
-    let load = Load::start(
-        &api,
-        Spec {
-            pause: Duration::from_millis(250),
-            ..Spec::new(tokens, 8, 200)
-        },
-    );
+    let load = paced(&api, tokens, 8, 200, 250);
     let shared = load.shared.clone();
     let began = Instant::now();
 
@@ -383,6 +377,18 @@ impl Group {
     }
 }
 
+/// `tasks` load tasks of `batch` events a request, each pausing `pause_ms` before each
+/// request, so that what a test does falls in the middle of the load.
+fn paced(api: &Server, tokens: Vec<Vec<String>>, tasks: usize, batch: u64, pause_ms: u64) -> Load {
+    Load::start(
+        api,
+        Spec {
+            pause: Duration::from_millis(pause_ms),
+            ..Spec::new(tokens, tasks, batch)
+        },
+    )
+}
+
 fn users_and_tokens(api: &Server, n: usize, per_task: usize) -> (Vec<String>, Vec<Vec<String>>) {
     let users: Vec<String> = (0..n).map(|_| new_user()).collect();
     let tokens = users
@@ -408,13 +414,7 @@ async fn a_loader_killed_and_replaced_within_seconds_ten_times_stores_everything
     let mut killed: Vec<Server> = vec![];
     // Many users, so that their keys spread over every partition; ~600 events/s.
     let (users, tokens) = users_and_tokens(&api, 48, 3);
-    let load = Load::start(
-        &api,
-        Spec {
-            pause: Duration::from_millis(250),
-            ..Spec::new(tokens, 16, 10)
-        },
-    );
+    let load = paced(&api, tokens, 16, 10, 250);
     let shared = load.shared.clone();
     let began = Instant::now();
     wait_loading(&loaders[0], 0, "first", &shared).await;
@@ -492,13 +492,7 @@ async fn a_broker_restart_while_a_loader_joins_resumes_every_partition_within_30
     let api = group.start("api", &[]).await;
     let first = group.start("loader", &[]).await;
     let (users, tokens) = users_and_tokens(&api, 48, 3);
-    let load = Load::start(
-        &api,
-        Spec {
-            pause: Duration::from_millis(250),
-            ..Spec::new(tokens, 16, 10)
-        },
-    );
+    let load = paced(&api, tokens, 16, 10, 250);
     let shared = load.shared.clone();
     wait_loading(&first, 0, "first", &shared).await;
     let second = group.start("loader", &[]).await;
@@ -559,13 +553,7 @@ async fn a_loader_that_owns_no_partition_past_the_stall_time_is_not_ready() {
     let api = group.start("api", &[]).await;
     let first = group.start("loader", &stall).await;
     let (_users, tokens) = users_and_tokens(&api, 3, 3);
-    let load = Load::start(
-        &api,
-        Spec {
-            pause: Duration::from_millis(200),
-            ..Spec::new(tokens, 1, 10)
-        },
-    );
+    let load = paced(&api, tokens, 1, 10, 200);
     let shared = load.shared.clone();
     wait_loading(&first, 0, "first", &shared).await;
     // The stall clock starts with the process, before it answers: so does this one.
