@@ -40,6 +40,23 @@ fn cluster_args(c: &Cluster) -> Vec<String> {
     ]
 }
 
+/// `ugc` on `cluster`, and a load of a new user's events against it that stops by itself
+/// at [`LOAD_CAP`].
+async fn under_load(cluster: &Cluster) -> (Server, String, Load) {
+    let args = cluster_args(cluster);
+    let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let user = new_user();
+    let token = server.token(&user, &[]);
+    let load = Load::start(
+        &server,
+        Spec {
+            cap: LOAD_CAP,
+            ..Spec::new(vec![vec![token]], LOAD_TASKS, BATCH)
+        },
+    );
+    (server, user, load)
+}
+
 /// Waits until every acknowledged event of `user` is stored, each once; the stored ids.
 async fn exactly_once(
     server: &Server,
@@ -92,16 +109,7 @@ async fn a_replica_killed_during_the_load_catches_up_and_totals_are_exact() {
     let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     let mut cluster = Cluster::start(2, 2).unwrap_or_else(|e| panic!("{e}"));
     println!("cluster up in {:?}", cluster.started_in);
-    let args = cluster_args(&cluster);
-    let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    let user = new_user();
-    let load = Load::start(
-        &server,
-        Spec {
-            cap: LOAD_CAP,
-            ..Spec::new(vec![vec![server.token(&user, &[])]], LOAD_TASKS, BATCH)
-        },
-    );
+    let (server, user, load) = under_load(&cluster).await;
 
     // The replica that shard 2's reads and writes prefer (in_order) dies mid-load.
     load.wait_acked(20_000, Duration::from_secs(120), "before the outage")
@@ -133,16 +141,7 @@ async fn a_replica_killed_during_the_load_catches_up_and_totals_are_exact() {
 async fn clickhouse_stopped_for_30_s_during_the_load_makes_the_loader_wait_then_resume() {
     let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     let mut cluster = Cluster::start(2, 2).unwrap_or_else(|e| panic!("{e}"));
-    let args = cluster_args(&cluster);
-    let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    let user = new_user();
-    let load = Load::start(
-        &server,
-        Spec {
-            cap: LOAD_CAP,
-            ..Spec::new(vec![vec![server.token(&user, &[])]], LOAD_TASKS, BATCH)
-        },
-    );
+    let (server, user, load) = under_load(&cluster).await;
 
     load.wait_acked(20_000, Duration::from_secs(120), "before the outage")
         .await;
