@@ -772,6 +772,16 @@ pub fn analyst_settings(max_seconds: u64) -> Vec<(&'static str, String)> {
     vec![
         ("max_execution_time", max_seconds.max(1).to_string()),
         ("max_memory_usage", ANALYST_MAX_MEMORY.to_string()),
+        // A GROUP BY or ORDER BY that outgrows half the limit spills to disk instead of
+        // failing: the analytics API's per-viewer aggregations over millions of events.
+        (
+            "max_bytes_before_external_group_by",
+            (ANALYST_MAX_MEMORY / 2).to_string(),
+        ),
+        (
+            "max_bytes_before_external_sort",
+            (ANALYST_MAX_MEMORY / 2).to_string(),
+        ),
         ("output_format_json_quote_64bit_integers", "0".into()),
         ("readonly", "1".into()),
     ]
