@@ -182,10 +182,12 @@ async fn ingest(ctx: &Ctx<'_>, addr: SocketAddr, n: u64) -> anyhow::Result<u64> 
                     .map(|_| {
                         let mut e = workload.event(&mut rng);
                         let at = now_ms - 1 - rng.below(6 * DAY_MS as u64) as i64;
-                        e["occurred_at"] = json!(rfc3339(at));
-                        e
+                        let at =
+                            ugc_model::Timestamp::from_millis(at).map_err(anyhow::Error::msg)?;
+                        e["occurred_at"] = json!(at.to_rfc3339());
+                        anyhow::Ok(e)
                     })
-                    .collect();
+                    .collect::<anyhow::Result<_>>()?;
                 let body = serde_json::to_vec(&events)?;
                 let req = http_request(
                     "POST",
@@ -224,13 +226,6 @@ async fn ingest(ctx: &Ctx<'_>, addr: SocketAddr, n: u64) -> anyhow::Result<u64> 
     Ok(requests * BATCH)
 }
 
-fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// The most viewed film, for the per-film routes.
 async fn top_film(addr: SocketAddr, host: &str, token: &str) -> anyhow::Result<String> {
     let mut conn = Conn::new(addr);
@@ -263,44 +258,43 @@ async fn measure_route(
 ) -> anyhow::Result<(Percentiles, Percentiles)> {
     let mut conn = Conn::new(addr);
     let get = http_request("GET", path, host, Some(token), None);
-    let mut api = crate::load::histogram();
-    let mut sql = String::new();
+    let (api, first) = timed(&mut conn, &get, reps, path).await?;
+    let sql = serde_json::from_slice::<Value>(&first)?["sql"]
+        .as_str()
+        .with_context(|| format!("{path}: no sql in the answer"))?
+        .to_owned();
+    let body = serde_json::to_vec(&json!({ "sql": sql }))?;
+    let post = http_request("POST", "/api/v1/query", host, Some(token), Some(&body));
+    let what = format!("the sql of {path}, through /api/v1/query,");
+    let (raw, _) = timed(&mut conn, &post, reps, &what).await?;
+    Ok((Percentiles::of(&api), Percentiles::of(&raw)))
+}
+
+/// Sends `request` once unmeasured, then `reps` times measured, each expecting 200; the
+/// latencies and the first answer's body.
+async fn timed(
+    conn: &mut Conn,
+    request: &[u8],
+    reps: usize,
+    what: &str,
+) -> anyhow::Result<(hdrhistogram::Histogram<u64>, Vec<u8>)> {
+    let mut latencies = crate::load::histogram();
+    let mut first = Vec::new();
     for i in 0..=reps {
         let t = Instant::now();
-        let status = conn.send(&get).await?;
+        let status = conn.send(request).await?;
         let took = t.elapsed();
         if status != 200 {
             bail!(
-                "{path} answered {status}: {}",
+                "{what} answered {status}: {}",
                 String::from_utf8_lossy(conn.body())
             );
         }
         if i == 0 {
-            let body: Value = serde_json::from_slice(conn.body())?;
-            sql = body["sql"]
-                .as_str()
-                .with_context(|| format!("{path}: no sql in the answer"))?
-                .to_owned();
+            first = conn.body().to_vec();
         } else {
-            api.record(took.as_micros().max(1) as u64)?;
+            latencies.record(took.as_micros().max(1) as u64)?;
         }
     }
-    let body = serde_json::to_vec(&json!({ "sql": sql }))?;
-    let post = http_request("POST", "/api/v1/query", host, Some(token), Some(&body));
-    let mut raw = crate::load::histogram();
-    for i in 0..=reps {
-        let t = Instant::now();
-        let status = conn.send(&post).await?;
-        let took = t.elapsed();
-        if status != 200 {
-            bail!(
-                "the sql of {path} answered {status} through /api/v1/query: {}",
-                String::from_utf8_lossy(conn.body())
-            );
-        }
-        if i > 0 {
-            raw.record(took.as_micros().max(1) as u64)?;
-        }
-    }
-    Ok((Percentiles::of(&api), Percentiles::of(&raw)))
+    Ok((latencies, first))
 }
