@@ -316,19 +316,16 @@ pub async fn wait_stored(
 ) {
     loop {
         let (rows, _) = totals(server, users).await;
-        let missing: Vec<&String> = if rows >= ids.len() as u64 {
+        let (count, missing) = if rows < ids.len() as u64 {
+            // Fewer rows than ids: some are missing; reading every id can wait.
+            (ids.len() - rows as usize, Vec::new())
+        } else {
             let s = stored_ids(server, users).await;
-            ids.iter().filter(|id| !s.contains_key(*id)).collect()
-        } else {
-            Vec::new()
-        };
-        if rows >= ids.len() as u64 && missing.is_empty() {
-            return;
-        }
-        let count = if rows >= ids.len() as u64 {
-            missing.len()
-        } else {
-            ids.len() - rows as usize
+            let missing: Vec<&String> = ids.iter().filter(|id| !s.contains_key(*id)).collect();
+            if missing.is_empty() {
+                return;
+            }
+            (missing.len(), missing)
         };
         assert!(
             Instant::now() < deadline,
