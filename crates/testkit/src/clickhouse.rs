@@ -123,34 +123,25 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// One HTTP/1.1 request to 127.0.0.1:`port` (Connection: close); (status, body).
-fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(600)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    Ok((status, body))
+/// One HTTP request to 127.0.0.1:`port`; (status, body). reqwest's blocking client
+/// runs a runtime of its own, which must be neither built nor dropped on a thread that
+/// drives async tasks: the request gets a thread of its own, so async tests may call it.
+fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Result<(u16, String), String> {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    let (url, body) = (format!("http://127.0.0.1:{port}{path}"), body.to_vec());
+    std::thread::spawn(move || {
+        let answer = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(600))
+            .build()?
+            .request(method, url)
+            .body(body)
+            .send()?;
+        let status = answer.status().as_u16();
+        Ok((status, answer.text()?))
+    })
+    .join()
+    .map_err(|_| "the HTTP request's thread panicked".to_owned())?
+    .map_err(|e: reqwest::Error| e.to_string())
 }
 
 /// Posts `body` (a statement, and an INSERT's data after it) to the server whose HTTP
@@ -159,21 +150,8 @@ pub fn post(port: u16, body: &[u8]) -> Result<String, String> {
     match http(port, "POST", "/", body) {
         Ok((200, answer)) => Ok(answer),
         Ok((status, answer)) => Err(format!("answered {status}: {answer}")),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// ZooKeeper (the Debian package's 3.8 jar) as one standalone server.
@@ -500,14 +478,9 @@ impl ClickHouse {
     pub fn query(&self, sql: &str) -> Result<String, String> {
         match http(self.http_port, "POST", "/", sql.as_bytes()) {
             Ok((200, body)) => Ok(body),
-            // No status line at all: the connection closed without an answer (a
-            // crash, most likely), so the server's own last words go with the error.
-            Ok((0, _)) => Err(format!(
-                "{} closed the connection without answering; its log:\n{}",
-                self.name,
-                self.err_log()
-            )),
             Ok((status, body)) => Err(format!("{} answered {status}: {body}", self.name)),
+            // No answer at all (a crash, most likely): the server's own last words go
+            // with the error.
             Err(e) => Err(format!("{}: {e}; its log:\n{}", self.name, self.err_log())),
         }
     }
