@@ -100,6 +100,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub analytics_events: Option<u64>,
 
+    /// Keep scenario 8's server data here, and reuse it when it already holds the same
+    /// number of events (loading 10,000,000 takes minutes) [default: a fresh dir each run].
+    #[arg(long)]
+    pub analytics_data: Option<PathBuf>,
+
     /// Threads of the load generator; the rest of the machine serves [default: 1].
     #[arg(long)]
     pub client_threads: Option<usize>,
@@ -179,6 +184,8 @@ pub(crate) struct Plan {
     pub content_scale: u64,
     /// Events scenario 8 loads before the analytics routes are asked.
     pub analytics_events: u64,
+    /// Where scenario 8 keeps its loaded server data between runs.
+    pub analytics_data: Option<PathBuf>,
     /// Backends to run by their short names; empty: all.
     pub backends: Vec<String>,
     pub client_threads: usize,
@@ -234,6 +241,7 @@ impl Plan {
                 .analytics_events
                 .unwrap_or(if q { 20_000 } else { 10_000_000 })
                 .max(100),
+            analytics_data: a.analytics_data.clone(),
             backends: a.backends.clone(),
             client_threads: a.client_threads.unwrap_or(1).max(1),
             idle_probes: if q { 5 } else { 20 },

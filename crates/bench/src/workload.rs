@@ -109,6 +109,65 @@ impl Workload {
         }
     }
 
+    /// `n` events of one viewer from `start_ms` on, as a player reports them: viewings
+    /// one after another, each a film page view, then a position report every minute
+    /// or so (with some pauses and quality switches) until the viewer stops (10% to
+    /// 150% of the film's length: about a third reach the end and send `full_view`).
+    /// Popular films are picked more often. Many reports per (viewer, film), not one:
+    /// what analytics over a cinema's events meets.
+    pub fn viewings(&self, rng: &mut Rng, n: usize, start_ms: i64) -> anyhow::Result<Vec<Value>> {
+        const Q: [&str; 4] = ["480p", "720p", "1080p", "auto"];
+        let mut out = Vec::with_capacity(n);
+        let mut at = start_ms;
+        let push = |mut e: Value, at: i64, out: &mut Vec<Value>| -> anyhow::Result<()> {
+            let t = Timestamp::from_millis(at).map_err(anyhow::Error::msg)?;
+            e["occurred_at"] = json!(t.to_rfc3339());
+            out.push(e);
+            Ok(())
+        };
+        while out.len() < n {
+            // Squaring a uniform draw skews the pick toward the first films.
+            let u = rng.below(1 << 20) as f64 / f64::from(1 << 20);
+            let f = (((u * u) * self.films.len() as f64) as usize).min(self.films.len() - 1);
+            let film = self.films[f].to_string();
+            let length = 3600 + (f as u64 * 7919) % 5400;
+            let reach = length * (10 + rng.below(141)) / 100;
+            let mut quality = Q[rng.below(4) as usize];
+            let mut position = 0u64;
+            push(
+                json!({"type":"page_view","page":"film","params":{"film_id": film}}),
+                at,
+                &mut out,
+            )?;
+            while out.len() < n && position < reach.min(length) {
+                let step = (30 + rng.below(60)).min(length - position);
+                position += step;
+                at += 1000 * step as i64;
+                let e = if position >= length {
+                    json!({"type":"full_view","film_id":film})
+                } else {
+                    match rng.below(100) {
+                        0..8 => {
+                            at += 1000 * (1 + rng.below(300) as i64);
+                            json!({"type":"pause","film_id":film,"position":position})
+                        }
+                        8..12 => {
+                            let to = Q[rng.below(4) as usize];
+                            let from = std::mem::replace(&mut quality, to);
+                            json!({"type":"quality_change","film_id":film,"from":from,"to":to,"position":position})
+                        }
+                        _ => {
+                            json!({"type":"view_progress","film_id":film,"film_timestamp":position})
+                        }
+                    }
+                };
+                push(e, at, &mut out)?;
+            }
+            at += 1000 * (10 + rng.below(600) as i64);
+        }
+        Ok(out)
+    }
+
     /// What the API would append for `event` from `user`: the same parse, and the
     /// envelope the API fills in (id, user, times, address).
     pub fn envelope(&self, event: &Value, user: &User) -> anyhow::Result<Envelope> {

@@ -322,6 +322,196 @@ const VIEWING_COLUMNS: &str = "\
 const COMPLETED: &str = "arrayCount((p, f, g) -> g AND (f OR (len > 0 AND p * 100 >= len * 95)), \
      groupArray(pos), groupArray(finished), groupArray(progressed))";
 
+/// How an `hourly` column folds the events of its hour.
+#[derive(Clone, Copy)]
+enum Fold {
+    /// The largest value (flags: whether any event was of a kind).
+    Max,
+    /// The distinct values of the events that meet a condition (each carries its event
+    /// id, so an event stored twice is one element).
+    Set(&'static str),
+}
+
+/// The aggregate columns of `hourly`: name, fold, value type, and the value of one
+/// event (the event's time in milliseconds is `{t}`).
+const HOURLY: &[(&str, Fold, &str, &str)] = &[
+    (
+        "playback",
+        Fold::Max,
+        "UInt8",
+        "toUInt8(event_type IN {PLAYBACK})",
+    ),
+    (
+        "progressed",
+        Fold::Max,
+        "UInt8",
+        "toUInt8(event_type IN ('view_progress', 'full_view'))",
+    ),
+    (
+        "finished",
+        Fold::Max,
+        "UInt8",
+        "toUInt8(event_type = 'full_view')",
+    ),
+    (
+        "reported",
+        Fold::Max,
+        "UInt8",
+        "toUInt8(event_type = 'view_progress')",
+    ),
+    (
+        "pos",
+        Fold::Max,
+        "UInt32",
+        "toUInt32(if(event_type = 'view_progress', ifNull(position, 0), 0))",
+    ),
+    (
+        "end_pos",
+        Fold::Max,
+        "UInt32",
+        "toUInt32(if(event_type IN ('view_progress', 'quality_change'), ifNull(position, 0), 0))",
+    ),
+    (
+        "switches",
+        Fold::Set("event_type = 'quality_change'"),
+        "Tuple(Int64, UInt32, String, String, UUID)",
+        "({t}, toUInt32(ifNull(position, 0)), ifNull(quality_from, ''), ifNull(quality_to, ''), event_id)",
+    ),
+    (
+        "starts",
+        Fold::Set("event_type = 'playback_start'"),
+        "Tuple(UUID, UInt64)",
+        "(event_id, visitParamExtractUInt(data, 'startup_ms'))",
+    ),
+    (
+        "rebuffers",
+        Fold::Set("event_type = 'rebuffer'"),
+        "Tuple(UUID, UInt64)",
+        "(event_id, visitParamExtractUInt(data, 'duration_ms'))",
+    ),
+    (
+        "errors",
+        Fold::Set("event_type = 'playback_error'"),
+        "Tuple(UUID, UInt8)",
+        "(event_id, toUInt8(position(data, '\"fatal\":true') > 0))",
+    ),
+];
+
+/// Columns of `hourly`: one row per (hour, film, viewer) with any event (anonymous
+/// events left out; `film_id` is the nil UUID for events without a film), holding what
+/// the whole-catalogue answers fold instead of reading every event. `hour` is hours
+/// since the Unix epoch of the event's own time; every answer's bucket (hour, day,
+/// Monday-week, month, in UTC) starts on an hour, so hours add up to any of them.
+/// `user_key` (SipHash-128 of the user) groups viewers on a fixed-width key. Where the
+/// engine has `SimpleAggregateFunction` (19.8+) a column holds the plain value (a max,
+/// an array); older servers keep aggregate states (`…State` in, `…Merge` out).
+pub(crate) fn hourly_columns(s: &Schema) -> String {
+    let mut cols = vec![
+        "hour UInt32".to_owned(),
+        "film_id UUID".to_owned(),
+        "user_key FixedString(16)".to_owned(),
+        "user_id String".to_owned(),
+    ];
+    for (name, fold, ty, _) in HOURLY {
+        let ty = match (fold, s.dialect.simple_aggregates) {
+            (Fold::Max, true) => format!("SimpleAggregateFunction(max, {ty})"),
+            (Fold::Set(_), true) => {
+                format!("SimpleAggregateFunction(groupUniqArrayArray, Array({ty}))")
+            }
+            (Fold::Max, false) => format!("AggregateFunction(max, {ty})"),
+            (Fold::Set(_), false) => format!("AggregateFunction(groupUniqArrayIf, {ty}, UInt8)"),
+        };
+        cols.push(format!("{name}_agg {ty}"));
+    }
+    cols.join(", ")
+}
+
+/// The `hourly` rows of the events of `table` that match `filter`, in the columns'
+/// order: what the materialized view inserts, and how the answers fold in the events
+/// of a period's partial first and last hours.
+pub(crate) fn hourly_select(s: &Schema, table: &str, filter: &str) -> String {
+    let t = t_ms(s);
+    let folds: Vec<String> = HOURLY
+        .iter()
+        .map(|(name, fold, _, value)| {
+            let value = value.replace("{t}", t).replace("{PLAYBACK}", PLAYBACK);
+            let state = if s.dialect.simple_aggregates {
+                ""
+            } else {
+                "State"
+            };
+            match fold {
+                Fold::Max => format!("max{state}({value}) AS {name}_agg"),
+                Fold::Set(when) => {
+                    format!("groupUniqArrayIf{state}({value}, {when}) AS {name}_agg")
+                }
+            }
+        })
+        .collect();
+    format!(
+        "SELECT toUInt32(intDiv({t}, 3600000)) AS hour, film_id, sipHash128(user_id) AS user_key, \
+         user_id, {} FROM {table} WHERE user_id != '' AND {filter} \
+         GROUP BY hour, film_id, user_key, user_id",
+        folds.join(", ")
+    )
+}
+
+/// The fold of the `hourly` column `name` over the rows of a group: the viewing's
+/// value over the hours it spans. Sets are concatenated, and made distinct because an
+/// event a client sent twice may sit in two rows until the engine merges them.
+fn fold(s: &Schema, name: &str) -> String {
+    let (_, fold, _, _) = HOURLY
+        .iter()
+        .find(|c| c.0 == name)
+        .expect("an hourly column");
+    match (fold, s.dialect.simple_aggregates) {
+        (Fold::Max, true) => format!("max({name}_agg)"),
+        (Fold::Set(_), true) => format!("arrayDistinct(groupArrayArray({name}_agg))"),
+        (Fold::Max, false) => format!("maxMerge({name}_agg)"),
+        (Fold::Set(_), false) => format!("groupUniqArrayIfMerge({name}_agg)"),
+    }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The start of an `hourly` row's hour in Unix milliseconds.
+const HOUR_START: &str = "toInt64(hour) * 3600000";
+
+/// The hours wholly inside `p`: `[first, end)`, in hours since the epoch; empty
+/// (`first >= end`) when no hour is.
+fn whole_hours(p: Period) -> (i64, i64) {
+    let first = p.from_ms.div_euclid(HOUR_MS) + i64::from(p.from_ms.rem_euclid(HOUR_MS) != 0);
+    (first, p.to_ms.div_euclid(HOUR_MS))
+}
+
+/// The `hourly` rows of `period` (and `filter`): the stored states of the hours wholly
+/// inside it, and the partial first and last hours aggregated from `events` on the fly.
+fn hourly_rows(s: &Schema, p: Period, filter: &str) -> String {
+    let db = &s.database;
+    let (first, end) = whole_hours(p);
+    let t = t_ms(s);
+    format!(
+        "SELECT hour, film_id, user_key, user_id, {cols} FROM {db}.hourly \
+         WHERE hour >= {first} AND hour < {end} AND {filter} \
+         UNION ALL {edges}",
+        cols = HOURLY
+            .iter()
+            .map(|c| format!("{}_agg", c.0))
+            .collect::<Vec<_>>()
+            .join(", "),
+        edges = hourly_select(
+            s,
+            &format!("{db}.events"),
+            &format!(
+                "{w} AND NOT ({t} >= {a} AND {t} < {b}) AND {filter}",
+                w = within(s, p),
+                a = first * HOUR_MS,
+                b = end * HOUR_MS
+            )
+        )
+    )
+}
+
 /// The one statement that answers `req`.
 pub fn statement(s: &Schema, req: &AnalyticsRequest) -> String {
     let db = &s.database;
@@ -339,12 +529,19 @@ pub fn statement(s: &Schema, req: &AnalyticsRequest) -> String {
                  toUInt64(count()) AS viewers, toUInt64(max(pos)) AS len, \
                  toUInt64({COMPLETED}) AS completed, toUInt64(sum(pos)) AS watch_time, \
                  if(views = 0, 0, completed / views) AS rate \
-                 FROM (SELECT film_id, user_id, {VIEWING_COLUMNS} FROM {db}.events \
-                 WHERE event_type IN {PLAYBACK} AND {w} AND user_id != '' \
-                 AND film_id != toUUID('00000000-0000-0000-0000-000000000000') \
-                 GROUP BY film_id, user_id) \
+                 FROM (SELECT film_id, user_key, {playback} AS playback, \
+                 {progressed} AS progressed, {finished} AS finished, {pos} AS pos FROM ({rows}) \
+                 GROUP BY film_id, user_key HAVING playback = 1) \
                  GROUP BY film_id HAVING views > 0 ORDER BY {order}, film LIMIT {limit}",
-                w = within(s, period)
+                rows = hourly_rows(
+                    s,
+                    period,
+                    "film_id != toUUID('00000000-0000-0000-0000-000000000000')"
+                ),
+                playback = fold(s, "playback"),
+                progressed = fold(s, "progressed"),
+                finished = fold(s, "finished"),
+                pos = fold(s, "pos"),
             )
         }
         AnalyticsRequest::Dropoff {
@@ -405,21 +602,19 @@ pub fn statement(s: &Schema, req: &AnalyticsRequest) -> String {
                    arrayMap(x -> ('switch', concat(tupleElement(x, 3), '\\t', tupleElement(x, 4)), toInt64(1)), sw), \
                    arrayMap(x -> ('direction', multiIf({hf} > 0 AND {ht} > {hf}, 'up', \
                      {ht} > 0 AND {ht} < {hf}, 'down', 'other'), toInt64(1)), sw)) AS entries \
-                 FROM (SELECT {bk} AS pb, user_id, film_id, \
-                   arraySort(groupArrayIf((ms, ifNull(position, 0), ifNull(quality_from, ''), \
-                     ifNull(quality_to, '')), event_type = 'quality_change')) AS sw, \
-                   max(ifNull(position, 0)) AS end_pos \
-                   FROM (SELECT *, {t} AS ms FROM {db}.events \
-                     WHERE event_type IN ('quality_change', 'view_progress') AND {w} AND user_id != '') \
-                   GROUP BY pb, user_id, film_id HAVING length(sw) > 0)) \
+                 FROM (SELECT {bk} AS pb, user_key, film_id, arraySort({switches}) AS sw, \
+                   {end_pos} AS end_pos \
+                   FROM ({rows}) GROUP BY pb, user_key, film_id HAVING length(sw) > 0)) \
                  ARRAY JOIN entries AS e GROUP BY b, kind, key ORDER BY b, kind, key",
-                bk = bucket(grain, "ms"),
-                w = within(s, period)
+                bk = bucket(grain, HOUR_START),
+                rows = hourly_rows(s, period, "1"),
+                switches = fold(s, "switches"),
+                end_pos = fold(s, "end_pos"),
             )
         }
         AnalyticsRequest::Qoe { period, group_by } => {
             let key = match group_by {
-                QoeGroup::Day => format!("toString({})", bucket(Grain::Day, t)),
+                QoeGroup::Day => format!("toString({})", bucket(Grain::Day, HOUR_START)),
                 QoeGroup::Film => "toString(film_id)".to_owned(),
             };
             format!(
@@ -428,33 +623,52 @@ pub fn statement(s: &Schema, req: &AnalyticsRequest) -> String {
                  toUInt64(sum(watched)) AS watch_time, toUInt64(sum(v_rebuffers)) AS rebuffers, \
                  toUInt64(sum(v_rebuffer_ms)) AS rebuffer_ms, toUInt64(sum(v_failures)) AS failures, \
                  toUInt64(sum(v_errors > 0 AND v_starts = 0)) AS exits \
-                 FROM (SELECT {key} AS k, user_id, film_id, \
-                   maxIf(ifNull(position, 0), event_type = 'view_progress') AS watched, \
-                   groupArrayIf(visitParamExtractUInt(data, 'startup_ms'), event_type = 'playback_start') AS startups, \
-                   countIf(event_type = 'playback_start') AS v_starts, \
-                   countIf(event_type = 'rebuffer') AS v_rebuffers, \
-                   sumIf(visitParamExtractUInt(data, 'duration_ms'), event_type = 'rebuffer') AS v_rebuffer_ms, \
-                   countIf(event_type = 'playback_error') AS v_errors, \
-                   countIf(event_type = 'playback_error' AND position(data, '\"fatal\":true') > 0) AS v_failures \
-                   FROM {db}.events WHERE event_type IN \
-                   ('view_progress', 'playback_start', 'rebuffer', 'playback_error') \
-                   AND {w} AND user_id != '' GROUP BY k, user_id, film_id) \
+                 FROM (SELECT {key} AS k, user_key, film_id, {pos} AS watched, {starts} AS st, \
+                   arrayMap(x -> tupleElement(x, 2), st) AS startups, length(st) AS v_starts, \
+                   {rebuffers} AS rb, length(rb) AS v_rebuffers, \
+                   arraySum(arrayMap(x -> tupleElement(x, 2), rb)) AS v_rebuffer_ms, \
+                   {errors} AS er, length(er) AS v_errors, \
+                   arrayCount(x -> tupleElement(x, 2) = 1, er) AS v_failures \
+                   FROM ({rows}) GROUP BY k, user_key, film_id \
+                   HAVING {reported} = 1 OR v_starts + v_rebuffers + v_errors > 0) \
                  GROUP BY k ORDER BY k",
-                w = within(s, period)
+                rows = hourly_rows(s, period, "1"),
+                pos = fold(s, "pos"),
+                starts = fold(s, "starts"),
+                rebuffers = fold(s, "rebuffers"),
+                errors = fold(s, "errors"),
+                reported = fold(s, "reported"),
             )
         }
-        AnalyticsRequest::Audience { period, grain } => format!(
-            // First events are looked for before the period too: "new" is new ever.
-            "SELECT toUInt64(pb) AS b, toUInt64(count()) AS active, toUInt64(countIf(pb = first_b)) AS new_users \
-             FROM (SELECT user_id, {first} AS first_b, groupUniqArrayIf({bk}, {t} >= {from}) AS bs \
-               FROM {db}.events WHERE user_id != '' AND {t} < {to} GROUP BY user_id \
-               HAVING length(bs) > 0) \
-             ARRAY JOIN bs AS pb GROUP BY pb ORDER BY pb",
-            first = bucket(grain, &format!("min({t})")),
-            bk = bucket(grain, t),
-            from = period.from_ms,
-            to = period.to_ms
-        ),
+        AnalyticsRequest::Audience { period, grain } => {
+            // Per viewer, the hours with events before the period's end, each marked
+            // whether it is within the period: stored hours, and the partial first and
+            // last hours from `events`. First events are looked for before the period
+            // too: "new" is new ever.
+            let (first, end) = whole_hours(period);
+            let partial_first = if period.from_ms.rem_euclid(HOUR_MS) != 0 {
+                first - 1
+            } else {
+                -1
+            };
+            let h = format!("intDiv({t}, 3600000)");
+            format!(
+                "SELECT toUInt64(pb) AS b, toUInt64(count()) AS active, toUInt64(countIf(pb = first_b)) AS new_users \
+                 FROM (SELECT user_key, {first_b} AS first_b, groupUniqArrayIf({bk}, in_p = 1) AS bs \
+                   FROM (SELECT user_key, hour AS h, toUInt8(hour >= {first}) AS in_p FROM {db}.hourly \
+                     WHERE hour < {end} AND hour != {partial_first} \
+                     UNION ALL SELECT sipHash128(user_id) AS user_key, toUInt32({h}) AS h, \
+                     toUInt8({t} >= {from}) AS in_p FROM {db}.events WHERE user_id != '' AND {t} < {to} \
+                     AND ({h} = {partial_first} OR {t} >= {end_ms}) GROUP BY user_key, h, in_p) \
+                   GROUP BY user_key HAVING length(bs) > 0) \
+                 ARRAY JOIN bs AS pb GROUP BY pb ORDER BY pb",
+                first_b = bucket(grain, "toInt64(min(h)) * 3600000"),
+                bk = bucket(grain, "toInt64(h) * 3600000"),
+                from = period.from_ms,
+                to = period.to_ms,
+                end_ms = end * HOUR_MS
+            )
+        }
         AnalyticsRequest::Pages { period, group_by } => {
             let (key, order) = match group_by {
                 PageGroup::Page => ("ifNull(page, '')".to_owned(), "views DESC, key"),

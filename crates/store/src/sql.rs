@@ -26,6 +26,9 @@ pub struct Dialect {
     pub async_insert: bool,
     /// The Atomic database engine (20.5+).
     pub atomic_database: bool,
+    /// `SimpleAggregateFunction` columns (19.8+): plain values an aggregating table
+    /// folds on merge, read without `…Merge`.
+    pub simple_aggregates: bool,
 }
 
 impl Dialect {
@@ -42,6 +45,7 @@ impl Dialect {
             dedup_token: at_least(major, minor, 22, 2),
             async_insert: at_least(major, minor, 21, 11),
             atomic_database: at_least(major, minor, 20, 5),
+            simple_aggregates: at_least(major, minor, 19, 8),
         }
     }
 
@@ -220,7 +224,47 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "erasures",
         statements: migration_2,
     },
+    Migration {
+        version: 3,
+        name: "hourly viewing aggregates",
+        statements: migration_3,
+    },
 ];
+
+/// The analytics API's pre-aggregated viewings (see [`crate::analytics`]): a table of
+/// per-(hour, film, viewer) states, a materialized view that feeds it from every insert
+/// into `events`, and the events already stored. Every fold is idempotent (maxima, sets
+/// of values that carry their event id), so an event that reaches the view twice — a
+/// client's retried event, a block inserted again, the backfill overlapping the view —
+/// changes no answer.
+fn migration_3(s: &Schema) -> Vec<String> {
+    let db = s.db();
+    let mut out = s.create_table(
+        "hourly",
+        &crate::analytics::hourly_columns(s),
+        "AggregatingMergeTree",
+        None,
+        // user_id follows from user_key; in the key so that merges never pick one.
+        "ORDER BY (film_id, user_key, hour, user_id)",
+        "sipHash64(toString(user_id))",
+    );
+    // On a cluster the view sits beside each replica's local tables and fires on the
+    // replica that takes an insert; `hourly_local` is replicated like `events_local`.
+    let (from, to) = match s.cluster {
+        Some(_) => ("events_local", "hourly_local"),
+        None => ("events", "hourly"),
+    };
+    out.push(format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.hourly_mv{} TO {db}.{to} AS {}",
+        s.on_cluster(),
+        crate::analytics::hourly_select(s, &format!("{db}.{from}"), "1")
+    ));
+    out.push(format!(
+        "INSERT INTO {db}.hourly {}",
+        crate::analytics::hourly_select(s, &format!("{db}.events"), "1")
+    ));
+    out
+}
 
 /// Users whose data was erased ("right to be forgotten"), with the second of the
 /// request: the loader drops their events received up to then, and the erasure job
@@ -335,38 +379,56 @@ pub struct CountRow {
     pub n: u64,
 }
 
-/// The tables that hold a user's data, with the time column that says whether a row
-/// came before the erasure.
-const ERASED_TABLES: &[(&str, &str)] = &[("events", "received_at"), ("progress", "updated_at")];
+/// The tables that hold a user's data: which rows an erasure deletes, and which must be
+/// gone before it is done, as conditions on the request's second `{r}`. Events and
+/// progress: rows up to the request (later ones are the user's new data). `hourly`
+/// (derived from events, by the time events happened): all the user's rows, and the
+/// check waits only for the hours before the request's, since events the user sends
+/// later may start that hour again.
+const ERASED_TABLES: &[(&str, &str, &str)] = &[
+    (
+        "events",
+        "toUnixTimestamp(received_at) <= {r}",
+        "toUnixTimestamp(received_at) <= {r}",
+    ),
+    (
+        "progress",
+        "toUnixTimestamp(updated_at) <= {r}",
+        "toUnixTimestamp(updated_at) <= {r}",
+    ),
+    ("hourly", "1", "hour * 3600 + 3600 <= {r}"),
+];
 
-/// Deletes a user's rows up to the request's second, as mutations (`ALTER … DELETE`:
+/// Deletes a user's rows (see [`ERASED_TABLES`]), as mutations (`ALTER … DELETE`:
 /// 18.16 has no lightweight `DELETE`); on a cluster on every replica of every shard.
 pub fn erase_user(s: &Schema, user: &UserId, requested_secs: u64) -> Vec<String> {
     ERASED_TABLES
         .iter()
-        .map(|(table, time)| {
+        .map(|(table, deleted, _)| {
             let (table, on_cluster) = match &s.cluster {
                 Some(_) => (format!("{table}_local"), s.on_cluster()),
                 None => (table.to_string(), String::new()),
             };
             format!(
-                "ALTER TABLE {}.{table}{on_cluster} DELETE WHERE user_id = {} AND toUnixTimestamp({time}) <= {requested_secs}",
+                "ALTER TABLE {}.{table}{on_cluster} DELETE WHERE user_id = {} AND {}",
                 s.db(),
-                quote(user.as_str())
+                quote(user.as_str()),
+                deleted.replace("{r}", &requested_secs.to_string())
             )
         })
         .collect()
 }
 
-/// Rows of a user up to the request's second still in the store, over every table.
+/// Rows of a user an erasure must remove still in the store, over every table.
 pub fn user_rows(s: &Schema, user: &UserId, requested_secs: u64) -> String {
     let counts: Vec<String> = ERASED_TABLES
         .iter()
-        .map(|(table, time)| {
+        .map(|(table, _, left)| {
             format!(
-                "(SELECT count() FROM {}.{table} WHERE user_id = {} AND toUnixTimestamp({time}) <= {requested_secs})",
+                "(SELECT count() FROM {}.{table} WHERE user_id = {} AND {})",
                 s.db(),
-                quote(user.as_str())
+                quote(user.as_str()),
+                left.replace("{r}", &requested_secs.to_string())
             )
         })
         .collect();
