@@ -209,7 +209,7 @@ pub struct TopFilmsAnswer {
     ),
     responses(
         (status = 200, body = TopFilmsAnswer, example = json!({
-            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 4.2, "sql": "SELECT … FROM ugc.events WHERE …", "by": "views",
+            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 4.2, "sql": "SELECT … FROM ugc.hourly WHERE … UNION ALL SELECT … FROM ugc.events WHERE …", "by": "views",
             "films": [{"film_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6", "views": 120, "viewers": 131,
                        "completed": 54, "completion_rate": 0.45, "watch_time_s": 512000, "length_s": 7140}]
         })),
@@ -394,7 +394,7 @@ pub struct QualityAnswer {
     ),
     responses(
         (status = 200, body = QualityAnswer, example = json!({
-            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 5.3, "sql": "SELECT … FROM ugc.events WHERE …", "group_by": "day",
+            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 5.3, "sql": "SELECT … FROM ugc.hourly WHERE … UNION ALL SELECT … FROM ugc.events WHERE …", "group_by": "day",
             "periods": [{"period": "2026-12-01T00:00:00Z", "switches_up": 12, "switches_down": 7, "switches_other": 1,
                 "renditions": [{"quality": "1080p", "seconds": 36000, "share": 0.6}, {"quality": "720p", "seconds": 24000, "share": 0.4}],
                 "transitions": [{"from": "720p", "to": "1080p", "count": 12}, {"from": "1080p", "to": "720p", "count": 7}],
@@ -448,7 +448,7 @@ pub struct QoeAnswer {
     ),
     responses(
         (status = 200, body = QoeAnswer, example = json!({
-            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 3.9, "sql": "SELECT … FROM ugc.events WHERE …", "group_by": "day",
+            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 3.9, "sql": "SELECT … FROM ugc.hourly WHERE … UNION ALL SELECT … FROM ugc.events WHERE …", "group_by": "day",
             "groups": [{"key": "2026-12-01T00:00:00Z", "starts": 200, "startup_ms_p50": 850, "startup_ms_p95": 2400,
                 "watch_time_s": 720000, "rebuffers": 40, "rebuffer_ms": 96000, "rebuffer_ratio": 0.000133,
                 "rebuffers_per_hour": 0.2, "failures": 3, "failures_per_100_starts": 1.5, "exits_before_start": 2}]
@@ -499,7 +499,7 @@ pub struct AudienceAnswer {
     ),
     responses(
         (status = 200, body = AudienceAnswer, example = json!({
-            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 6.4, "sql": "SELECT … FROM ugc.events WHERE …", "group_by": "day",
+            "from": "2026-11-25T12:00:00Z", "to": "2026-12-02T12:00:00Z", "elapsed_ms": 6.4, "sql": "SELECT … FROM ugc.hourly WHERE … UNION ALL SELECT … FROM ugc.events WHERE …", "group_by": "day",
             "periods": [{"period": "2026-12-01T00:00:00Z", "active_users": 1200, "new_users": 150, "returning_users": 1050}]
         })),
         (status = 401, body = ErrorBody),
