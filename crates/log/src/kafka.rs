@@ -298,6 +298,58 @@ impl KafkaLog {
     pub fn consumer(&self) -> Result<KafkaConsumer, LogError> {
         KafkaConsumer::new(self.clone())
     }
+
+    /// Commits, for consumer group `group`, the earliest offset of each partition of the
+    /// event topics it has no committed offset for; answers how many it set. A group
+    /// without offsets starts where its client's `auto.offset.reset` says, which for a
+    /// ClickHouse Kafka engine table is the end of the topic unless the server's config
+    /// says otherwise: the records already there would never be read, where ugc's
+    /// loaders start at the beginning. It also spares that client the offset lookup,
+    /// which fails on tansu when the client must speak the legacy protocol (see
+    /// bench/README.md, storage study). Run it before the group has members.
+    pub async fn start_group_at_beginning(&self, group: &str) -> Result<usize, LogError> {
+        const CALL: Duration = Duration::from_secs(10);
+        let config = self.config.clone();
+        let group = group.to_owned();
+        let work = move || -> Result<usize, KafkaError> {
+            use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+            let consumer: BaseConsumer = config
+                .client("ugc-admin")
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .create()?;
+            let mut all = rdkafka::TopicPartitionList::new();
+            for topic in config.layout.topics() {
+                let meta = consumer.fetch_metadata(Some(&topic), CALL)?;
+                for t in meta.topics() {
+                    for p in t.partitions() {
+                        all.add_partition(&topic, p.id());
+                    }
+                }
+            }
+            let committed = consumer.committed_offsets(all, CALL)?;
+            let mut start = rdkafka::TopicPartitionList::new();
+            for e in committed.elements() {
+                if matches!(e.offset(), rdkafka::Offset::Offset(_)) {
+                    continue;
+                }
+                let (low, _) = consumer.fetch_watermarks(e.topic(), e.partition(), CALL)?;
+                start.add_partition_offset(
+                    e.topic(),
+                    e.partition(),
+                    rdkafka::Offset::Offset(low),
+                )?;
+            }
+            if start.count() > 0 {
+                consumer.commit(&start, CommitMode::Sync)?;
+            }
+            Ok(start.count())
+        };
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| LogError::Unavailable(format!("the offset task failed: {e}")))?
+            .map_err(unavailable)
+    }
 }
 
 fn unavailable(e: KafkaError) -> LogError {

@@ -73,6 +73,18 @@ impl ClickHouseConfig {
     }
 }
 
+/// Where a Kafka engine table reads ugc's log ([`ClickHouseStore::create_kafka_engine`]).
+#[derive(Clone, Debug)]
+pub struct KafkaEngineSource {
+    /// Bootstrap brokers, `host:port[,host:port...]`, as the server reaches them.
+    pub brokers: String,
+    pub topics: Vec<String>,
+    /// The engine's consumer group: not the loaders' (they would share the records out).
+    pub group: String,
+    /// Consumers of the engine table, at most the topic's partitions.
+    pub consumers: u32,
+}
+
 pub struct ClickHouseStore {
     client: ::clickhouse::Client,
     /// The same, compressing request bodies.
@@ -191,6 +203,31 @@ impl ClickHouseStore {
             (false, true) => "replicated block dedup of identical retried blocks",
             (false, false) => "log positions checked before a retried insert",
         }
+    }
+
+    /// The statements that make this server load ugc's topic itself: a Kafka engine
+    /// table and a materialized view into `events` (see [`sql::kafka_engine`]). One
+    /// server only: on a cluster each node's engine would take a share of the topic and
+    /// the view's inserts into the Distributed table would not wait for the shards.
+    pub fn kafka_engine_statements(
+        &self,
+        source: &KafkaEngineSource,
+    ) -> Result<Vec<String>, StoreError> {
+        if self.schema.cluster.is_some() {
+            return Err(StoreError::Rejected(
+                "the Kafka engine's tables are for one server, not a cluster".into(),
+            ));
+        }
+        Ok(sql::kafka_engine(&self.schema, source))
+    }
+
+    /// Creates the Kafka engine table and its view ([`Self::kafka_engine_statements`])
+    /// over the migrated schema; the server starts reading the topic at once.
+    pub async fn create_kafka_engine(&self, source: &KafkaEngineSource) -> Result<(), StoreError> {
+        for statement in self.kafka_engine_statements(source)? {
+            self.execute(statement).await?;
+        }
+        Ok(())
     }
 
     fn server_drops_retries(&self) -> bool {

@@ -894,6 +894,123 @@ pub fn stored_progress_ids(s: &Schema, ids: &[uuid::Uuid]) -> String {
 
 pub const PING: &str = "SELECT 1";
 
+/// The Kafka engine table that reads ugc's topic, and the materialized view that turns
+/// its records into `events` rows (`ugc kafka-engine-ddl`): ClickHouse's own loader, the
+/// alternative to ugc's. One server only.
+///
+/// Each record is read whole as one `line` (TabSeparated, one record per row): 18.16's
+/// JSONEachRow cannot put the envelope's nested objects into String columns, and it has
+/// no format that reads a line raw. TabSeparated unescapes the line first, so a string
+/// holding a JSON escape (a quote, a backslash, a control character) reaches the view
+/// altered. The view takes the envelope apart with `visitParam*`, which finds a key's
+/// first occurrence at any depth: each key is looked up where only the envelope's own
+/// keys can come first (see [`kafka_engine_select`]).
+pub fn kafka_engine(s: &Schema, src: &crate::clickhouse::KafkaEngineSource) -> Vec<String> {
+    let db = s.db();
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{KAFKA_ENGINE_TABLE} (line String) ENGINE = Kafka SETTINGS \
+             kafka_broker_list = {}, kafka_topic_list = {}, kafka_group_name = {}, \
+             kafka_format = 'TabSeparated', kafka_row_delimiter = '\\n', kafka_num_consumers = {}",
+            quote(&src.brokers),
+            quote(&src.topics.join(",")),
+            quote(&src.group),
+            src.consumers.max(1)
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{KAFKA_ENGINE_VIEW} TO {db}.events AS {} FROM {db}.{KAFKA_ENGINE_TABLE}",
+            kafka_engine_select(s)
+        ),
+    ]
+}
+
+/// The Kafka engine table of [`kafka_engine`] and its view.
+pub const KAFKA_ENGINE_TABLE: &str = "events_kafka";
+pub const KAFKA_ENGINE_VIEW: &str = "events_kafka_mv";
+
+/// The `events` row of an envelope read as one string `line`: the same row as
+/// [`EventRow`] builds, but for the log position (18.16's Kafka engine has no `_offset`).
+///
+/// Where keys are looked up: the envelope's scalar fields come before any nested object
+/// (serde writes fields in declaration order), so their first occurrence is theirs; the
+/// event is looked up after the context object, whose keys are the client's; inside the
+/// event, a field is read only for the types that have it, so a key of a page view's
+/// `params` or a custom event's `data` is never taken for a film or a position.
+fn kafka_engine_select(s: &Schema) -> String {
+    let time = |col: &str, text: &str| {
+        if s.dialect.datetime64 {
+            format!("parseDateTime64BestEffort({text}, 3, 'UTC') AS {col}")
+        } else {
+            // Whole seconds, then the fraction's first three digits (RFC 3339 leaves
+            // the fraction out, or shortens it, when it ends in zeros).
+            format!(
+                "parseDateTimeBestEffort({text}) AS {col}, \
+                 toUInt16(substring(concat(extract({text}, '\\\\.([0-9]+)'), '000'), 1, 3)) AS {col}_ms"
+            )
+        }
+    };
+    let uuid = |text: &str| {
+        // toUUID('') throws, and a throw loses the records the engine has already
+        // committed: an empty value becomes the nil UUID instead. (18.16 was seen to
+        // evaluate the view on one empty record after a restart.)
+        format!("toUUID(if({text} = '', '00000000-0000-0000-0000-000000000000', {text}))")
+    };
+    // Their `data` is the event's own JSON.
+    let content = ugc_model::CONTENT_EVENT_TYPES
+        .iter()
+        .map(|t| quote(t))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"WITH
+    visitParamExtractRaw(line, 'context') AS ctx,
+    visitParamExtractRaw(if(ctx = '', line, substring(line, position(line, '"context":') + 10 + length(ctx))), 'event') AS ev,
+    visitParamExtractString(ev, 'type') AS t,
+    if(t IN ('page_view', 'custom'), '', visitParamExtractString(ev, 'film_id')) AS film,
+    extract(ctx, '^\\{{(?:"(?:language|timezone|app_version)":"(?:\\\\.|[^"\\\\])*",?)*') AS known,
+    substring(ctx, length(known) + 1) AS extra
+SELECT
+    {event_id} AS event_id,
+    t AS event_type,
+    visitParamExtractString(line, 'user_id') AS user_id,
+    {film_id} AS film_id,
+    {occurred_at},
+    {received_at},
+    multiIf(t = 'view_progress', toNullable(toUInt32(visitParamExtractUInt(ev, 'film_timestamp'))),
+            t IN ('pause', 'quality_change', 'rebuffer'), toNullable(toUInt32(visitParamExtractUInt(ev, 'position'))),
+            NULL) AS position,
+    if(t = 'quality_change', toNullable(visitParamExtractString(ev, 'from')), NULL) AS quality_from,
+    if(t = 'quality_change', toNullable(visitParamExtractString(ev, 'to')), NULL) AS quality_to,
+    if(t = 'page_view', toNullable(visitParamExtractString(ev, 'page')), NULL) AS page,
+    if(t = 'custom', toNullable(visitParamExtractString(ev, 'name')), NULL) AS name,
+    multiIf(t = 'page_view', if(visitParamHas(ev, 'params'), visitParamExtractRaw(ev, 'params'), '{{}}'),
+            t = 'custom', if(visitParamHas(ev, 'data'), visitParamExtractRaw(ev, 'data'), 'null'),
+            t IN ({content}), ev,
+            t = 'playback_start', concat('{{"startup_ms":', toString(visitParamExtractUInt(ev, 'startup_ms')), '}}'),
+            t = 'rebuffer', concat('{{"duration_ms":', toString(visitParamExtractUInt(ev, 'duration_ms')), '}}'),
+            t = 'playback_error', concat('{{"code":', toString(visitParamExtractUInt(ev, 'code')),
+                ',"message":', visitParamExtractRaw(ev, 'message'), ',"fatal":', visitParamExtractRaw(ev, 'fatal'), '}}'),
+            '') AS data,
+    visitParamExtractString(known, 'language') AS language,
+    visitParamExtractString(known, 'timezone') AS timezone,
+    visitParamExtractString(known, 'app_version') AS app_version,
+    if(extra IN ('', '}}'), '', concat('{{', extra)) AS context,
+    visitParamExtractString(line, 'client_ip') AS client_ip,
+    toUInt32(0) AS log_partition,
+    toUInt64(0) AS log_offset"#,
+        event_id = uuid("visitParamExtractString(line, 'event_id')"),
+        film_id = uuid("film"),
+        occurred_at = time(
+            "occurred_at",
+            "visitParamExtractString(line, 'occurred_at')"
+        ),
+        received_at = time(
+            "received_at",
+            "visitParamExtractString(line, 'received_at')"
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -933,5 +1050,42 @@ mod tests {
         assert!(ddl.contains("Distributed(c, ugc, events_local, sipHash64(toString(user_id)))"));
         assert!(ddl.contains("occurred_at_ms UInt16") && !ddl.contains("DateTime64"));
         assert!(!insert_statement(&s, "events", "t").contains("SETTINGS"));
+    }
+
+    #[test]
+    fn the_kafka_engine_view_fills_the_dialects_time_columns() {
+        let src = crate::clickhouse::KafkaEngineSource {
+            brokers: "b1:9092,b2:9092".into(),
+            topics: vec!["ugc.events".into()],
+            group: "ugc-clickhouse".into(),
+            consumers: 0,
+        };
+        let old = Schema {
+            database: "ugc".into(),
+            dialect: Dialect::from_parts(18, 16),
+            cluster: None,
+        };
+        let ddl = kafka_engine(&old, &src);
+        assert_eq!(ddl.len(), 2);
+        assert!(ddl[0].starts_with(
+            "CREATE TABLE IF NOT EXISTS ugc.events_kafka (line String) ENGINE = Kafka"
+        ));
+        assert!(ddl[0].contains("kafka_broker_list = 'b1:9092,b2:9092'"));
+        assert!(ddl[0].contains("kafka_group_name = 'ugc-clickhouse'"));
+        assert!(ddl[0].contains(r"kafka_row_delimiter = '\n', kafka_num_consumers = 1"));
+        assert!(ddl[1].contains("TO ugc.events AS WITH"));
+        assert!(ddl[1].ends_with("FROM ugc.events_kafka"));
+        assert!(ddl[1].contains("AS occurred_at_ms") && ddl[1].contains("AS received_at_ms"));
+        assert!(ddl[1].contains("'review_posted'"));
+        let new = kafka_engine(&Schema::embedded(), &src);
+        assert!(new[1].contains("parseDateTime64BestEffort("));
+        assert!(!new[1].contains("AS occurred_at_ms"));
+        // Every column of `events` is filled, by name.
+        for line in migration_1(&old)[0].lines() {
+            let col = line.split_whitespace().next().unwrap_or("");
+            if col.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !col.is_empty() {
+                assert!(ddl[1].contains(&format!("AS {col}")), "no {col}");
+            }
+        }
     }
 }

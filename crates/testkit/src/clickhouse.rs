@@ -35,6 +35,15 @@ const ZOOKEEPER_CLASSPATH: &[&str] = &[
     "/usr/share/java/snappy-java.jar",
     "/usr/share/java/commons-cli.jar",
 ];
+/// What a server needs for its Kafka engine tables to read from tansu. The Debian
+/// package's 18.16 links the system's librdkafka (2.0.2), which misreads the tagged
+/// fields tansu sends in its ApiVersions answer (it skips one byte too few per field,
+/// fixed in librdkafka 2.2) and then takes the broker for down. Without that request
+/// it speaks the legacy protocol of `broker_version_fallback`, which works with tansu
+/// for everything but the offset lookup (ListOffsets v0): a group must have committed
+/// offsets before its engine table starts.
+pub const KAFKA_ENGINE_CONFIG: &str = "    <kafka><api_version_request>false</api_version_request>\
+     <broker_version_fallback>0.9.0</broker_version_fallback></kafka>\n";
 /// The cluster's name in `remote_servers`, as `ugc --clickhouse-cluster` expects it.
 pub const CLUSTER_NAME: &str = "ugc";
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -269,17 +278,28 @@ pub struct ClickHouse {
 impl ClickHouse {
     /// A stand-alone server in its own temp dir, started and answering.
     pub fn start_single() -> Result<ClickHouse, String> {
+        Self::start_single_with("")
+    }
+
+    /// [`Self::start_single`] with `extra` (XML elements, e.g. [`KAFKA_ENGINE_CONFIG`])
+    /// added to the server's configuration.
+    pub fn start_single_with(extra: &str) -> Result<ClickHouse, String> {
         let temp = tempfile::Builder::new()
             .prefix("ugc-clickhouse-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        let mut node = Self::configure(temp.path(), "single", None)?;
+        let mut node = Self::configure(temp.path(), "single", None, extra)?;
         node.temp = Some(temp);
         node.start()?;
         Ok(node)
     }
 
-    fn configure(dir: &Path, name: &str, member: Option<&Membership>) -> Result<Self, String> {
+    fn configure(
+        dir: &Path,
+        name: &str,
+        member: Option<&Membership>,
+        extra: &str,
+    ) -> Result<Self, String> {
         let node = ClickHouse {
             proc: None,
             dir: dir.join(name),
@@ -366,6 +386,7 @@ impl ClickHouse {
             }
             xml.push_str(&format!("    </{CLUSTER_NAME}></remote_servers>\n"));
         }
+        xml.push_str(extra);
         xml.push_str("</yandex>\n");
         std::fs::write(d.join("config.d").join("ugc-test.xml"), xml).map_err(|e| e.to_string())?;
         Ok(node)
@@ -525,7 +546,7 @@ impl Cluster {
                     topology: topology.clone(),
                 };
                 let name = format!("s{}r{}", shard + 1, replica + 1);
-                nodes.push(ClickHouse::configure(dir.path(), &name, Some(&m))?);
+                nodes.push(ClickHouse::configure(dir.path(), &name, Some(&m), "")?);
             }
         }
         // All processes first, then one wait: the nodes start in parallel.

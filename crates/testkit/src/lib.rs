@@ -9,7 +9,8 @@ pub mod rng;
 pub mod tansu;
 
 pub use clickhouse::{
-    CLUSTER_NAME, ClickHouse, Cluster, SharedServer, ZooKeeper, shared_cluster, shared_single,
+    CLUSTER_NAME, ClickHouse, Cluster, KAFKA_ENGINE_CONFIG, SharedServer, ZooKeeper,
+    shared_cluster, shared_single,
 };
 pub use ports::free_port;
 pub use postgres::{Postgres, shared_postgres};

@@ -40,6 +40,9 @@ pub enum Command {
     /// Is a running deployment healthy, and how far behind? Asks each instance's
     /// /readyz and /metrics; exits non-zero when anything is unhealthy.
     Status(crate::status::StatusArgs),
+    /// Print the DDL that makes the ClickHouse server load the Kafka topic itself (a
+    /// Kafka engine table and a materialized view into `events`); --apply creates it.
+    KafkaEngineDdl(crate::kafka_engine::KafkaEngineArgs),
 }
 
 #[derive(Args, Debug)]

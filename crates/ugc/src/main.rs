@@ -1,4 +1,5 @@
 mod configuration;
+mod kafka_engine;
 mod process;
 mod startup;
 mod status;
@@ -45,6 +46,10 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::KafkaEngineDdl(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(kafka_engine::run(&cli.settings, &args)),
         Command::Status(args) => {
             let healthy = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

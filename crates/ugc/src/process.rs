@@ -103,7 +103,7 @@ impl EventLog {
     }
 }
 
-fn kafka_config(s: &Settings) -> anyhow::Result<KafkaConfig> {
+pub(crate) fn kafka_config(s: &Settings) -> anyhow::Result<KafkaConfig> {
     let layout = if s.kafka_topic_mode == TopicMode::PerType {
         TopicLayout::PerType {
             prefix: s.kafka_topic.clone(),

@@ -225,7 +225,7 @@ pub async fn serve(s: Settings) -> anyhow::Result<()> {
 /// The configured analytics store, migrated.
 async fn open_store(s: &Settings) -> anyhow::Result<Arc<dyn EventStore>> {
     if s.store == StoreBackend::Clickhouse {
-        return Ok(Arc::new(open_clickhouse(s).await?));
+        return Ok(Arc::new(open_clickhouse(s, true).await?));
     }
     let library = s.chdb_library();
     if !library.exists() {
@@ -261,10 +261,14 @@ async fn open_content(s: &Settings) -> anyhow::Result<ContentService> {
     .map_err(|e| anyhow::anyhow!("content database: {e}"))
 }
 
-/// Connects to the ClickHouse server or cluster and migrates its schema, waiting (with
-/// backoff) while it is unreachable: a server that starts after ugc is normal in a
-/// deployment. A refusal (bad credentials, unknown cluster, bad DDL) stops start-up.
-async fn open_clickhouse(s: &Settings) -> anyhow::Result<ClickHouseStore> {
+/// Connects to the ClickHouse server or cluster and, with `migrate`, migrates its schema,
+/// waiting (with backoff) while it is unreachable: a server that starts after ugc is
+/// normal in a deployment. A refusal (bad credentials, unknown cluster, bad DDL) stops
+/// start-up.
+pub(crate) async fn open_clickhouse(
+    s: &Settings,
+    migrate: bool,
+) -> anyhow::Result<ClickHouseStore> {
     let mut config = ClickHouseConfig::new(&s.clickhouse_url);
     config.user = s.clickhouse_user.clone();
     config.password = s.clickhouse_password.clone();
@@ -280,7 +284,9 @@ async fn open_clickhouse(s: &Settings) -> anyhow::Result<ClickHouseStore> {
         |_, e| tracing::warn!(%url, error = %e, "ClickHouse not reachable yet; retrying"),
         || async {
             let store = ClickHouseStore::connect(config.clone()).await?;
-            store.migrate().await?;
+            if migrate {
+                store.migrate().await?;
+            }
             Ok::<_, StoreError>(store)
         },
     )

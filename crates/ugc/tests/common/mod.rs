@@ -102,7 +102,12 @@ impl Server {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.args)
-            .args(store_args())
+            // A test that brings its own store keeps it.
+            .args(if self.args.iter().any(|a| a == "--store") {
+                vec![]
+            } else {
+                store_args()
+            })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
