@@ -22,6 +22,7 @@
 mod chart;
 mod children;
 mod client;
+mod kafka_engine;
 mod load;
 mod procs;
 mod progress;
@@ -125,9 +126,21 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     pub study_sizes: Vec<u64>,
 
-    /// Systems of the study (chdb, server, cluster, postgres) [default: all].
+    /// Systems of the study (chdb, server, cluster, postgres), and `kafka-engine` for
+    /// ClickHouse's Kafka engine against ugc's loader on one server (written to
+    /// kafka-engine.md and .json beside the rest) [default: all].
     #[arg(long, value_delimiter = ',')]
     pub study_systems: Vec<String>,
+
+    /// Records of the topic the study's Kafka engine and ugc's loader each load
+    /// [default: 1000000; quick: 20000].
+    #[arg(long)]
+    pub study_kafka_records: Option<u64>,
+
+    /// Records of the topic they load, once per kill -9 of the server (one record per
+    /// batch) [default: 1000000; quick: 20000].
+    #[arg(long)]
+    pub study_kafka_crash_records: Option<u64>,
 
     /// Systems that also run the sizes above 10,000,000 [default: chdb,server].
     #[arg(long, value_delimiter = ',')]

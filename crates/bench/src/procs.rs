@@ -176,7 +176,7 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(mut cmd: Command, name: &str, log: &Path, messages: bool) -> anyhow::Result<Proc> {
+pub fn spawn(mut cmd: Command, name: &str, log: &Path, messages: bool) -> anyhow::Result<Proc> {
     let log_file =
         std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     cmd.stderr(log_file)

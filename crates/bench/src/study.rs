@@ -89,9 +89,14 @@ impl Kind {
         Kind::ALL
             .into_iter()
             .find(|k| k.slug() == s)
-            .with_context(|| format!("unknown study system {s:?}: chdb, server, cluster, postgres"))
+            .with_context(|| {
+                format!("unknown study system {s:?}: chdb, server, cluster, postgres, kafka-engine")
+            })
     }
 }
+
+/// The name of the Kafka engine part in `--study-systems`.
+const KAFKA_ENGINE: &str = "kafka-engine";
 
 /// What the study runs.
 #[derive(Clone, Debug)]
@@ -108,17 +113,26 @@ pub struct StudyPlan {
     pub batches: Vec<u64>,
     /// A batch-size step that runs longer than this stops; its total is projected.
     pub step_limit: Duration,
+    /// Whether the Kafka engine part runs (`kafka_engine`), and on how many records.
+    pub kafka_engine: bool,
+    pub kafka_records: u64,
+    pub kafka_crash_records: u64,
+    /// The `ugc` binary that part runs (`kafka-engine-ddl`, a loader).
+    pub ugc_exe: PathBuf,
 }
 
 impl StudyPlan {
     pub fn new(a: &crate::BenchArgs) -> anyhow::Result<StudyPlan> {
         let quick = a.quick;
+        let kafka_engine =
+            a.study_systems.is_empty() || a.study_systems.iter().any(|n| n == KAFKA_ENGINE);
         let kinds = |names: &[String], default: &[Kind]| -> anyhow::Result<Vec<Kind>> {
             if names.is_empty() {
                 return Ok(default.to_vec());
             }
             let mut v = names
                 .iter()
+                .filter(|n| *n != KAFKA_ENGINE)
                 .map(|n| Kind::parse(n))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             v.sort();
@@ -155,6 +169,19 @@ impl StudyPlan {
             } else {
                 240.0
             })),
+            kafka_engine,
+            kafka_records: a
+                .study_kafka_records
+                .unwrap_or(if quick { 20_000 } else { 1_000_000 })
+                .max(1),
+            kafka_crash_records: a
+                .study_kafka_crash_records
+                .unwrap_or(if quick { 20_000 } else { 1_000_000 })
+                .max(1),
+            ugc_exe: match &a.ugc_bin {
+                Some(p) => p.clone(),
+                None => std::env::current_exe()?.with_file_name("ugc"),
+            },
         })
     }
 }
@@ -584,6 +611,31 @@ fn ask(sys: &mut dyn System) -> Vec<(String, Result<Asked, String>)> {
 
 pub fn run(plan: &StudyPlan, command: String) -> anyhow::Result<()> {
     let progress = Progress::new();
+    std::fs::create_dir_all(&plan.out)?;
+    // Each part writes its own files: one run of a part leaves the other's results be.
+    if !plan.systems.is_empty() {
+        olap(plan, command.clone(), &progress)?;
+    }
+    if plan.kafka_engine {
+        let engine = crate::kafka_engine::EnginePlan {
+            out: &plan.out,
+            work_dir: &plan.work_dir,
+            records: plan.kafka_records,
+            crash_records: plan.kafka_crash_records,
+            ugc_exe: &plan.ugc_exe,
+            chdb_lib: &plan.chdb_lib,
+        };
+        crate::kafka_engine::run(&engine, &command, &progress)?;
+        progress.done(&format!(
+            "the Kafka engine part written to {}",
+            plan.out.join("kafka-engine.md").display()
+        ));
+    }
+    Ok(())
+}
+
+/// Seed 004's test on the chosen systems: results.md, results.json, chart.svg.
+fn olap(plan: &StudyPlan, command: String, progress: &Progress) -> anyhow::Result<()> {
     let began = Instant::now();
     let mut results = StudyResults {
         command,
@@ -598,7 +650,6 @@ pub fn run(plan: &StudyPlan, command: String) -> anyhow::Result<()> {
         },
         ..StudyResults::default()
     };
-    std::fs::create_dir_all(&plan.out)?;
     let Some((&first, bigger)) = plan.sizes.split_first() else {
         bail!("no sizes to study");
     };
@@ -622,7 +673,7 @@ pub fn run(plan: &StudyPlan, command: String) -> anyhow::Result<()> {
         // Seed 004's steps: the whole data set at each batch size into an empty table.
         let mut loaded_whole = false;
         for &batch in &plan.batches {
-            let f = load(sys.as_mut(), kind, first, batch, plan.step_limit, &progress);
+            let f = load(sys.as_mut(), kind, first, batch, plan.step_limit, progress);
             progress.done(&describe(&f));
             loaded_whole = f.error.is_none() && !f.projected;
             results.inserts.push(f);
@@ -634,7 +685,7 @@ pub fn run(plan: &StudyPlan, command: String) -> anyhow::Result<()> {
                 first,
                 BIG_BATCH,
                 Duration::MAX,
-                &progress,
+                progress,
             );
             progress.done(&describe(&f));
             if f.error.is_some() {
@@ -642,24 +693,17 @@ pub fn run(plan: &StudyPlan, command: String) -> anyhow::Result<()> {
                 continue;
             }
         }
-        queries(sys.as_mut(), kind, first, &mut results, &progress);
+        queries(sys.as_mut(), kind, first, &mut results, progress);
         for &rows in bigger {
             if rows > 10_000_000 && !plan.large_systems.contains(&kind) {
                 continue;
             }
-            let f = load(
-                sys.as_mut(),
-                kind,
-                rows,
-                BIG_BATCH,
-                Duration::MAX,
-                &progress,
-            );
+            let f = load(sys.as_mut(), kind, rows, BIG_BATCH, Duration::MAX, progress);
             progress.done(&describe(&f));
             let ok = f.error.is_none();
             results.inserts.push(f);
             if ok {
-                queries(sys.as_mut(), kind, rows, &mut results, &progress);
+                queries(sys.as_mut(), kind, rows, &mut results, progress);
             }
         }
         // Free the disk before the next system.
@@ -792,7 +836,8 @@ fn markdown(plan: &StudyPlan, r: &StudyResults) -> String {
         md,
         "How the data is made, what each system is and how to read this: \
          [bench/README.md](../../README.md#storage-study). The recommendation that follows \
-         from these figures is there too.\n"
+         from these figures is there too. ClickHouse's Kafka engine against ugc's loader: \
+         [kafka-engine.md](kafka-engine.md).\n"
     );
     if !r.not_run.is_empty() {
         let _ = writeln!(md, "Not run:\n");
