@@ -403,12 +403,19 @@ impl Ctx<'_> {
         }
     }
 
-    /// Stops `running`: the engine by dropping its view and table (it would go on
+    /// Stops `running`: the engine by dropping its views and table (it would go on
     /// polling the topic), the loader process by killing it.
     fn stop(&self, running: Running, server: &ClickHouse, database: &str) {
+        use ugc_store::clickhouse::{
+            KAFKA_ENGINE_HOURLY_VIEW, KAFKA_ENGINE_TABLE, KAFKA_ENGINE_VIEW,
+        };
         match running {
             Running::Engine => {
-                for t in ["events_kafka_mv", "events_kafka"] {
+                for t in [
+                    KAFKA_ENGINE_VIEW,
+                    KAFKA_ENGINE_HOURLY_VIEW,
+                    KAFKA_ENGINE_TABLE,
+                ] {
                     let _ = server.query(&format!("DROP TABLE IF EXISTS {database}.{t}"));
                 }
             }

@@ -73,6 +73,8 @@ impl ClickHouseConfig {
     }
 }
 
+pub use crate::sql::{KAFKA_ENGINE_HOURLY_VIEW, KAFKA_ENGINE_TABLE, KAFKA_ENGINE_VIEW};
+
 /// Where a Kafka engine table reads ugc's log ([`ClickHouseStore::create_kafka_engine`]).
 #[derive(Clone, Debug)]
 pub struct KafkaEngineSource {
@@ -206,7 +208,7 @@ impl ClickHouseStore {
     }
 
     /// The statements that make this server load ugc's topic itself: a Kafka engine
-    /// table and a materialized view into `events` (see [`sql::kafka_engine`]). One
+    /// table and materialized views into `events` and `hourly` (see [`sql::kafka_engine`]). One
     /// server only: on a cluster each node's engine would take a share of the topic and
     /// the view's inserts into the Distributed table would not wait for the shards.
     pub fn kafka_engine_statements(
@@ -221,7 +223,7 @@ impl ClickHouseStore {
         Ok(sql::kafka_engine(&self.schema, source))
     }
 
-    /// Creates the Kafka engine table and its view ([`Self::kafka_engine_statements`])
+    /// Creates the Kafka engine table and its views ([`Self::kafka_engine_statements`])
     /// over the migrated schema; the server starts reading the topic at once.
     pub async fn create_kafka_engine(&self, source: &KafkaEngineSource) -> Result<(), StoreError> {
         for statement in self.kafka_engine_statements(source)? {

@@ -894,9 +894,9 @@ pub fn stored_progress_ids(s: &Schema, ids: &[uuid::Uuid]) -> String {
 
 pub const PING: &str = "SELECT 1";
 
-/// The Kafka engine table that reads ugc's topic, and the materialized view that turns
-/// its records into `events` rows (`ugc kafka-engine-ddl`): ClickHouse's own loader, the
-/// alternative to ugc's. One server only.
+/// The Kafka engine table that reads ugc's topic, and the materialized views that turn
+/// its records into `events` rows and the analytics' `hourly` rows (`ugc
+/// kafka-engine-ddl`): ClickHouse's own loader, the alternative to ugc's. One server only.
 ///
 /// Each record is read whole as one `line` (TabSeparated, one record per row): 18.16's
 /// JSONEachRow cannot put the envelope's nested objects into String columns, and it has
@@ -921,12 +921,23 @@ pub fn kafka_engine(s: &Schema, src: &crate::clickhouse::KafkaEngineSource) -> V
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{KAFKA_ENGINE_VIEW} TO {db}.events AS {} FROM {db}.{KAFKA_ENGINE_TABLE}",
             kafka_engine_select(s)
         ),
+        // 18.16 does not chain the view's inserts into `events` on to `hourly_mv`: the
+        // analytics' hourly rows get a view of their own on the engine table. The event
+        // row's columns are WITH aliases there, not a subquery: 18.16's engine fails a view
+        // with a subquery ("There is no query"), and with it the whole block. (A server
+        // that chains views folds the same rows in twice, which changes no answer.)
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{KAFKA_ENGINE_HOURLY_VIEW} TO {db}.hourly AS {}\n{}",
+            kafka_engine_select(s).replacen("\nSELECT\n", ",\n", 1),
+            crate::analytics::hourly_select(s, &format!("{db}.{KAFKA_ENGINE_TABLE}"), "1")
+        ),
     ]
 }
 
-/// The Kafka engine table of [`kafka_engine`] and its view.
+/// The Kafka engine table of [`kafka_engine`] and its views (into `events`, `hourly`).
 pub const KAFKA_ENGINE_TABLE: &str = "events_kafka";
 pub const KAFKA_ENGINE_VIEW: &str = "events_kafka_mv";
+pub const KAFKA_ENGINE_HOURLY_VIEW: &str = "events_kafka_hourly_mv";
 
 /// The `events` row of an envelope read as one string `line`: the same row as
 /// [`EventRow`] builds, but for the log position (18.16's Kafka engine has no `_offset`).
@@ -1066,7 +1077,11 @@ mod tests {
             cluster: None,
         };
         let ddl = kafka_engine(&old, &src);
-        assert_eq!(ddl.len(), 2);
+        assert_eq!(ddl.len(), 3);
+        assert!(
+            ddl[2].contains("TO ugc.hourly AS WITH")
+                && ddl[2].contains("FROM ugc.events_kafka WHERE")
+        );
         assert!(ddl[0].starts_with(
             "CREATE TABLE IF NOT EXISTS ugc.events_kafka (line String) ENGINE = Kafka"
         ));

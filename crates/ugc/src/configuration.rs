@@ -41,7 +41,8 @@ pub enum Command {
     /// /readyz and /metrics; exits non-zero when anything is unhealthy.
     Status(crate::status::StatusArgs),
     /// Print the DDL that makes the ClickHouse server load the Kafka topic itself (a
-    /// Kafka engine table and a materialized view into `events`); --apply creates it.
+    /// Kafka engine table and materialized views into `events` and `hourly`); --apply
+    /// creates it.
     KafkaEngineDdl(crate::kafka_engine::KafkaEngineArgs),
 }
 

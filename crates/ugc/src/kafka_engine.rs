@@ -1,8 +1,8 @@
 //! `ugc kafka-engine-ddl`: ClickHouse's own loader for ugc's topic, the alternative the
 //! storage study measures against ugc's (bench/README.md, "Storage study"). Prints the
-//! Kafka engine table and the materialized view into `events` for the configured server
-//! and topic; with `--apply`, migrates the schema, starts the engine's consumer group at
-//! the beginning of the topic and creates them.
+//! Kafka engine table and the materialized views into `events` and the analytics'
+//! `hourly` for the configured server and topic; with `--apply`, migrates the schema,
+//! starts the engine's consumer group at the beginning of the topic and creates them.
 
 use clap::Args;
 use ugc_log::kafka::KafkaLog;
@@ -14,7 +14,7 @@ use crate::{process, startup};
 #[derive(Args, Debug, Clone)]
 pub struct KafkaEngineArgs {
     /// Create what is printed (schema, the group's start offsets, the engine table and
-    /// its view) instead of only printing it.
+    /// its views) instead of only printing it.
     #[arg(long)]
     pub apply: bool,
 
@@ -84,7 +84,7 @@ pub async fn run(s: &Settings, args: &KafkaEngineArgs) -> anyhow::Result<()> {
     store.create_kafka_engine(&source).await?;
     tracing::info!(
         database = %s.clickhouse_database,
-        "created the Kafka engine table and its view: the server is loading the topic"
+        "created the Kafka engine table and its views: the server is loading the topic"
     );
     Ok(())
 }

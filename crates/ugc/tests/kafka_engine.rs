@@ -144,4 +144,16 @@ async fn the_kafka_engine_stores_the_rows_ugcs_loader_stores() {
         }
     }
     assert_eq!(altered, 2, "the two events with escapes");
+
+    // The view on `events` that keeps the analytics' hourly rows runs for the engine's
+    // inserts too (18.16 chains a view's insert into another view).
+    let hourly = |db: &str| {
+        ch.query(&format!(
+            "SELECT hour, film_id, user_id FROM {db}.hourly ORDER BY hour, film_id, user_id FORMAT TSV"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let want = hourly("loaded");
+    assert!(!want.is_empty());
+    assert_eq!(hourly("engine"), want);
 }
