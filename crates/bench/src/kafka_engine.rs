@@ -11,9 +11,11 @@
 //! ran). The broker keeps its records in memory, as in the suite's loader scenario. Its
 //! memory engine drops the rest of a record batch for a consumer that resumes inside it
 //! (see `ugc_testkit::tansu::Storage`), which an engine restarted at its committed offsets
-//! does: the kills' topic is written one record per batch, so that every offset starts a
-//! batch and what is lost is the loaders' doing. (Its SQLite engine has no such bug, but
-//! it serves ugc's loader a few hundred records a second once it holds 100,000.)
+//! does: the engine's kills read a topic written one record per batch, so that every
+//! offset starts a batch and what is lost is the engine's doing. ugc's loader outlives the
+//! server and reads on from where it is: its kills read the loads' topic, which it reads
+//! many times faster. (tansu's SQLite engine has no such bug, but it serves ugc's loader a
+//! few hundred records a second once it holds 100,000.)
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -98,6 +100,9 @@ pub struct LoadFigure {
 #[derive(Clone, Debug, Serialize)]
 pub struct CrashFigure {
     pub loader: Loader,
+    /// The topic it loaded, and its records.
+    pub topic: &'static str,
+    pub records: u64,
     /// The share of the loader's load time the kill waited for, and that time.
     pub kill_share: f64,
     pub killed_after_secs: f64,
@@ -156,6 +161,8 @@ pub struct EngineResults {
     /// The same for the kills' topic (one record per batch).
     pub crash_records: u64,
     pub crash_fill_secs: f64,
+    /// The engine's load of the kills' topic without a kill.
+    pub crash_control: Option<LoadFigure>,
     pub loads: Vec<LoadFigure>,
     pub crashes: Vec<CrashFigure>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,7 +247,7 @@ fn measure(plan: &EnginePlan, r: &mut EngineResults, progress: &Progress) -> any
         progress,
     };
     for loader in Loader::ALL {
-        let f = ctx.load(loader, &server);
+        let f = ctx.load(loader, &server, loader.slug());
         progress.done(&describe_load(&f));
         r.loads.push(f);
     }
@@ -249,22 +256,37 @@ fn measure(plan: &EnginePlan, r: &mut EngineResults, progress: &Progress) -> any
         ..kafka_config(&broker.brokers(), CRASH_TOPIC)
     };
     r.crash_fill_secs = fill(&one_per_batch, plan.crash_records, progress)?;
+    // The control: the engine on that topic with no kill, to tell what the kills did
+    // from what the topic does.
     ctx.topic = CRASH_TOPIC;
     ctx.records = plan.crash_records;
+    let control = ctx.load(Loader::KafkaEngine, &server, "engine_control");
+    progress.done(&format!("  control, no kill:{}", describe_load(&control)));
+    r.crash_control = Some(control);
     for loader in Loader::ALL {
-        // Its own load time, scaled to the kills' topic; a guess if it did not load.
+        // The engine resumes at its committed offsets after the restart: the topic of
+        // one record per batch. ugc's loader outlives the server and reads on from where
+        // it is, so it takes the loads' topic, which it reads faster.
+        if loader == Loader::KafkaEngine {
+            ctx.topic = CRASH_TOPIC;
+            ctx.records = plan.crash_records;
+        } else {
+            ctx.topic = TOPIC;
+            ctx.records = plan.records;
+        }
+        // Its own load time, scaled to the topic; a guess if it did not load.
         let load = r
             .loads
             .iter()
             .find(|f| f.loader == loader)
             .and_then(|f| f.load_secs)
-            .map_or(10.0, |s| {
-                s * plan.crash_records as f64 / plan.records as f64
-            });
+            .map_or(10.0, |s| s * ctx.records as f64 / plan.records as f64);
         for (i, share) in KILL_AT.into_iter().enumerate() {
             let after = Duration::from_secs_f64(load * share);
-            let f = ctx.crash(loader, &mut server, i, share, after);
-            progress.done(&describe_crash(&f, plan.crash_records));
+            let mut f = ctx.crash(loader, &mut server, i, share, after);
+            f.topic = ctx.topic;
+            f.records = ctx.records;
+            progress.done(&describe_crash(&f, ctx.records));
             r.crashes.push(f);
         }
     }
@@ -428,7 +450,8 @@ impl Ctx<'_> {
         Instant::now() + Duration::from_secs(600 + self.records / 1000)
     }
 
-    fn load(&self, loader: Loader, server: &ClickHouse) -> LoadFigure {
+    /// Loads every record of the topic into database `study_<name>`.
+    fn load(&self, loader: Loader, server: &ClickHouse, name: &str) -> LoadFigure {
         let mut f = LoadFigure {
             loader,
             first_row_secs: None,
@@ -437,14 +460,9 @@ impl Ctx<'_> {
             counts: None,
             error: None,
         };
-        let database = format!("study_{}", loader.slug());
+        let database = format!("study_{name}");
         let t0 = Instant::now();
-        let running = match self.start(
-            loader,
-            server,
-            &database,
-            &format!("study.{}", loader.slug()),
-        ) {
+        let running = match self.start(loader, server, &database, &format!("study.{name}")) {
             Ok(r) => r,
             Err(e) => {
                 f.error = Some(format!("{e:#}"));
@@ -516,6 +534,8 @@ impl Ctx<'_> {
     ) -> CrashFigure {
         let mut f = CrashFigure {
             loader,
+            topic: self.topic,
+            records: self.records,
             kill_share: share,
             killed_after_secs: after.as_secs_f64(),
             killed_at: 0,
@@ -709,10 +729,13 @@ fn markdown(r: &EngineResults) -> String {
     let _ = writeln!(
         md,
         "\n## The server killed with -9 mid-load, then restarted\n\n\
-         {} records on {}, one record per batch, appended in {:.1} s. One load into an \
-         empty database per kill, killed after the share shown of the loader's own time to \
-         load every record; counted once the count stood still ({} s with every record \
-         stored, else {} s), before any merge.\n\n\
+         The engine reads `{CRASH_TOPIC}`: {} records on {}, one record per batch \
+         (appended in {:.1} s), because it resumes at its committed offsets after the \
+         restart; ugc's loader, whose process outlives the server, reads `{TOPIC}` above. \
+         One load into an empty database per kill, killed after the share shown of the \
+         loader's own time to load every record; counted once the count stood still ({} s \
+         with every record stored, else {} s), before any merge. The first row is the \
+         engine on its topic with no kill.\n\n\
          | loader | killed after | rows stored then | server back after | settled after | rows | ids lost | ids doubled | rows without a record | merged parts |\n\
          |---|---|---|---|---|---|---|---|---|---|",
         thousands(r.crash_records as f64),
@@ -721,6 +744,22 @@ fn markdown(r: &EngineResults) -> String {
         QUIET_COMPLETE.as_secs(),
         QUIET_SHORT.as_secs()
     );
+    if let Some(f) = &r.crash_control {
+        let c = f.counts.clone().unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "| {}, no kill (control) | {} | | | | {} | {} | {} | {} | {} |",
+            f.loader.label(),
+            f.error
+                .as_deref()
+                .map_or("—".to_owned(), |e| format!("failed: {e}")),
+            thousands(c.rows as f64),
+            thousands(c.lost as f64),
+            thousands(c.doubled as f64),
+            thousands(c.phantom as f64),
+            c.merged_parts
+        );
+    }
     for f in &r.crashes {
         match (&f.error, &f.counts) {
             (Some(e), _) => {
@@ -781,6 +820,8 @@ mod tests {
                 .to_vec(),
             crashes: vec![CrashFigure {
                 loader: Loader::KafkaEngine,
+                topic: CRASH_TOPIC,
+                records: 100,
                 kill_share: 0.25,
                 killed_after_secs: 0.5,
                 killed_at: 40,

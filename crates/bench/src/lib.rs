@@ -137,8 +137,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub study_kafka_records: Option<u64>,
 
-    /// Records of the topic they load, once per kill -9 of the server (one record per
-    /// batch) [default: 1000000; quick: 20000].
+    /// Records of the topic the Kafka engine loads once per kill -9 of the server, one
+    /// record per batch (ugc's loader reads the loads' topic then) [default: 1000000;
+    /// quick: 20000].
     #[arg(long)]
     pub study_kafka_crash_records: Option<u64>,
 
