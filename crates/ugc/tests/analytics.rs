@@ -252,6 +252,9 @@ async fn send_all(s: &Server, data: &Data) {
             assert_eq!(body["rejected"], 0, "{body}");
         }
     }
+    // Stored by the loader (views included), then visible as these users' events.
+    s.wait_loaded(data.events.len() as u64, Duration::from_secs(60))
+        .await;
     let users: Vec<String> = data.users.iter().map(|u| format!("'{u}'")).collect();
     s.wait_for(
         &format!(

@@ -227,6 +227,38 @@ impl Server {
         body["rows"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Polls `/metrics` until this server's loader has stored at least `rows` events, or
+    /// fails at the deadline. Stored means the loader's insert returned, materialized views
+    /// included: a view's rows become visible a moment after the rows they come from, so a
+    /// count of `ugc.events` alone does not say that every derived table has them too.
+    pub async fn wait_loaded(&self, rows: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self
+                .http
+                .get(format!("{}/metrics", self.base))
+                .send()
+                .await
+                .expect("GET /metrics")
+                .text()
+                .await
+                .expect("metrics text");
+            let stored = text
+                .lines()
+                .find_map(|l| l.strip_prefix("ugc_loader_rows_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if stored >= rows as f64 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the loader stored {stored} events, wanted {rows} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Polls `sql` until its first row's first value equals `want`, or fails at the deadline.
     pub async fn wait_for(&self, sql: &str, want: Value, within: Duration) -> Vec<Value> {
         let deadline = Instant::now() + within;
