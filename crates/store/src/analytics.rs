@@ -332,6 +332,44 @@ enum Fold {
     Set(&'static str),
 }
 
+/// What a fold is in each dialect: with `SimpleAggregateFunction` a column holds the
+/// plain value; without it (18.16) an aggregate state, written with `…State` and read
+/// with `…Merge`.
+impl Fold {
+    /// The column's type, for values of type `ty`.
+    fn column_type(self, simple: bool, ty: &str) -> String {
+        match (self, simple) {
+            (Fold::Max, true) => format!("SimpleAggregateFunction(max, {ty})"),
+            (Fold::Set(_), true) => {
+                format!("SimpleAggregateFunction(groupUniqArrayArray, Array({ty}))")
+            }
+            (Fold::Max, false) => format!("AggregateFunction(max, {ty})"),
+            (Fold::Set(_), false) => format!("AggregateFunction(groupUniqArrayIf, {ty}, UInt8)"),
+        }
+    }
+
+    /// The column's value over a group of events, each worth `value`.
+    fn of_events(self, simple: bool, value: &str) -> String {
+        let state = if simple { "" } else { "State" };
+        match self {
+            Fold::Max => format!("max{state}({value})"),
+            Fold::Set(when) => format!("groupUniqArrayIf{state}({value}, {when})"),
+        }
+    }
+
+    /// The column `col`'s value over a group of rows. Sets are concatenated, and made
+    /// distinct because an event a client sent twice may sit in two rows until the
+    /// engine merges them.
+    fn of_rows(self, simple: bool, col: &str) -> String {
+        match (self, simple) {
+            (Fold::Max, true) => format!("max({col})"),
+            (Fold::Set(_), true) => format!("arrayDistinct(groupArrayArray({col}))"),
+            (Fold::Max, false) => format!("maxMerge({col})"),
+            (Fold::Set(_), false) => format!("groupUniqArrayIfMerge({col})"),
+        }
+    }
+}
+
 /// The aggregate columns of `hourly`: name, fold, value type, and the value of one
 /// event (the event's time in milliseconds is `{t}`).
 const HOURLY: &[(&str, Fold, &str, &str)] = &[
@@ -413,15 +451,10 @@ pub(crate) fn hourly_columns(s: &Schema) -> String {
         "user_id String".to_owned(),
     ];
     for (name, fold, ty, _) in HOURLY {
-        let ty = match (fold, s.dialect.simple_aggregates) {
-            (Fold::Max, true) => format!("SimpleAggregateFunction(max, {ty})"),
-            (Fold::Set(_), true) => {
-                format!("SimpleAggregateFunction(groupUniqArrayArray, Array({ty}))")
-            }
-            (Fold::Max, false) => format!("AggregateFunction(max, {ty})"),
-            (Fold::Set(_), false) => format!("AggregateFunction(groupUniqArrayIf, {ty}, UInt8)"),
-        };
-        cols.push(format!("{name}_agg {ty}"));
+        cols.push(format!(
+            "{name}_agg {}",
+            fold.column_type(s.dialect.simple_aggregates, ty)
+        ));
     }
     cols.join(", ")
 }
@@ -435,17 +468,10 @@ pub(crate) fn hourly_select(s: &Schema, table: &str, filter: &str) -> String {
         .iter()
         .map(|(name, fold, _, value)| {
             let value = value.replace("{t}", t).replace("{PLAYBACK}", PLAYBACK);
-            let state = if s.dialect.simple_aggregates {
-                ""
-            } else {
-                "State"
-            };
-            match fold {
-                Fold::Max => format!("max{state}({value}) AS {name}_agg"),
-                Fold::Set(when) => {
-                    format!("groupUniqArrayIf{state}({value}, {when}) AS {name}_agg")
-                }
-            }
+            format!(
+                "{} AS {name}_agg",
+                fold.of_events(s.dialect.simple_aggregates, &value)
+            )
         })
         .collect();
     format!(
@@ -457,19 +483,13 @@ pub(crate) fn hourly_select(s: &Schema, table: &str, filter: &str) -> String {
 }
 
 /// The fold of the `hourly` column `name` over the rows of a group: the viewing's
-/// value over the hours it spans. Sets are concatenated, and made distinct because an
-/// event a client sent twice may sit in two rows until the engine merges them.
+/// value over the hours it spans.
 fn fold(s: &Schema, name: &str) -> String {
     let (_, fold, _, _) = HOURLY
         .iter()
         .find(|c| c.0 == name)
         .expect("an hourly column");
-    match (fold, s.dialect.simple_aggregates) {
-        (Fold::Max, true) => format!("max({name}_agg)"),
-        (Fold::Set(_), true) => format!("arrayDistinct(groupArrayArray({name}_agg))"),
-        (Fold::Max, false) => format!("maxMerge({name}_agg)"),
-        (Fold::Set(_), false) => format!("groupUniqArrayIfMerge({name}_agg)"),
-    }
+    fold.of_rows(s.dialect.simple_aggregates, &format!("{name}_agg"))
 }
 
 const HOUR_MS: i64 = 3_600_000;
