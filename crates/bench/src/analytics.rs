@@ -139,12 +139,8 @@ pub(super) fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     // The default period (the last 7 days) as of loading, so a kept load answers alike.
     let period = format!(
         "from={}&to={}",
-        ugc_model::Timestamp::from_millis(now_ms - 7 * DAY_MS)
-            .map_err(anyhow::Error::msg)?
-            .to_rfc3339(),
-        ugc_model::Timestamp::from_millis(now_ms)
-            .map_err(anyhow::Error::msg)?
-            .to_rfc3339()
+        workload::rfc3339(now_ms - 7 * DAY_MS)?,
+        workload::rfc3339(now_ms)?
     );
 
     let analyst = workload::token(

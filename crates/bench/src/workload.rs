@@ -49,6 +49,13 @@ pub fn token(user: &UserId, roles: &[String]) -> anyhow::Result<String> {
     )?)
 }
 
+/// Unix milliseconds as an RFC 3339 time, as clients send `occurred_at`.
+pub fn rfc3339(ms: i64) -> anyhow::Result<String> {
+    Ok(Timestamp::from_millis(ms)
+        .map_err(anyhow::Error::msg)?
+        .to_rfc3339())
+}
+
 /// The log record of `env`, as the API appends it: keyed by user, so one user's events
 /// stay in order on one partition.
 pub fn record(env: &Envelope) -> OutRecord {
@@ -120,8 +127,7 @@ impl Workload {
         let mut out = Vec::with_capacity(n);
         let mut at = start_ms;
         let push = |mut e: Value, at: i64, out: &mut Vec<Value>| -> anyhow::Result<()> {
-            let t = Timestamp::from_millis(at).map_err(anyhow::Error::msg)?;
-            e["occurred_at"] = json!(t.to_rfc3339());
+            e["occurred_at"] = json!(rfc3339(at)?);
             out.push(e);
             Ok(())
         };
