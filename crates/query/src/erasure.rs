@@ -23,6 +23,12 @@ const JOB_DEADLINE: Duration = Duration::from_secs(3600);
 /// How long nothing of the user must stay in the store before the job is done: longer
 /// than a loader takes to re-read the erasures (1 s) and finish a batch.
 const SETTLE: Duration = Duration::from_secs(3);
+/// How long the count of rows left may stand still before the job deletes again, at
+/// first; doubled each time, up to [`MAX_STALL`]. Rows committed just after the delete
+/// was issued (a materialized view's, written a moment after the events it reads) are
+/// not in the mutation's snapshot and would otherwise stay.
+const FIRST_STALL: Duration = Duration::from_secs(5);
+const MAX_STALL: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -144,6 +150,7 @@ impl Erasures {
 async fn run(store: &dyn EventStore, erasure: &Erasure) -> Result<(), String> {
     let deadline = Instant::now() + JOB_DEADLINE;
     let pause = Duration::from_millis(250);
+    let mut stall = FIRST_STALL;
     loop {
         if Instant::now() > deadline {
             return Err("gave up after an hour".into());
@@ -155,6 +162,8 @@ async fn run(store: &dyn EventStore, erasure: &Erasure) -> Result<(), String> {
         }
         // The deletes are mutations that finish in the background.
         let mut gone_since: Option<Instant> = None;
+        // The last count of rows left, and since when it has stood there.
+        let mut last: Option<(u64, Instant)> = None;
         loop {
             match store.rows_left(erasure).await {
                 Ok(0) => {
@@ -165,7 +174,17 @@ async fn run(store: &dyn EventStore, erasure: &Erasure) -> Result<(), String> {
                 }
                 // Rows again after none: an insert raced the request; delete again.
                 Ok(_) if gone_since.is_some() => break,
-                Ok(_) => {}
+                // Rows that the mutations are not removing: delete again.
+                Ok(n) => match last {
+                    Some((m, since)) if m == n => {
+                        if since.elapsed() >= stall {
+                            tracing::info!(job = %erasure.job, rows = n, "erasure: rows left stand still; deleting again");
+                            stall = (stall * 2).min(MAX_STALL);
+                            break;
+                        }
+                    }
+                    _ => last = Some((n, Instant::now())),
+                },
                 Err(e) => {
                     tracing::warn!(job = %erasure.job, error = %e, "erasure: cannot count rows; retrying")
                 }
