@@ -149,10 +149,8 @@ impl Counts {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct EngineResults {
-    pub command: String,
-    pub started: String,
-    pub machine: String,
-    pub secs: f64,
+    #[serde(flatten)]
+    pub run: crate::study::RunHeader,
     pub records: u64,
     pub server: String,
     pub broker: String,
@@ -182,15 +180,8 @@ pub struct EnginePlan<'a> {
 
 pub fn run(plan: &EnginePlan, command: &str, progress: &Progress) -> anyhow::Result<()> {
     let began = Instant::now();
-    let m = crate::report::Machine::probe();
     let mut r = EngineResults {
-        command: command.to_owned(),
-        started: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)?,
-        machine: format!(
-            "{} CPUs ({}), {} GB RAM, Linux {}",
-            m.cpus, m.cpu_model, m.memory_gb, m.kernel
-        ),
+        run: crate::study::RunHeader::now(command.to_owned())?,
         records: plan.records,
         broker: "tansu (memory storage)".into(),
         crash_records: plan.crash_records,
@@ -201,7 +192,7 @@ pub fn run(plan: &EnginePlan, command: &str, progress: &Progress) -> anyhow::Res
         progress.done(&format!("  not run: {e:#}"));
         r.not_run = Some(format!("{e:#}"));
     }
-    r.secs = began.elapsed().as_secs_f64();
+    r.run.secs = began.elapsed().as_secs_f64();
     std::fs::create_dir_all(plan.out)?;
     std::fs::write(
         plan.out.join("kafka-engine.json"),
@@ -676,11 +667,7 @@ fn markdown(r: &EngineResults) -> String {
         md,
         "# Storage study: ClickHouse's Kafka engine against ugc's loader\n"
     );
-    let _ = writeln!(
-        md,
-        "`{}` · {} · {} · took {:.0} s\n",
-        r.command, r.started, r.machine, r.secs
-    );
+    let _ = writeln!(md, "{}", r.run.markdown());
     let _ = writeln!(
         md,
         "How the engine is set up, what each figure means and what follows from them: \

@@ -441,12 +441,44 @@ pub struct QueryFigure {
     pub error: Option<String>,
 }
 
+/// What every study report starts with: how it was run, when, where and for how long.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct StudyResults {
+pub struct RunHeader {
     pub command: String,
     pub started: String,
     pub machine: String,
     pub secs: f64,
+}
+
+impl RunHeader {
+    /// The header of a run of `command` starting now (`secs` is set when it ends).
+    pub fn now(command: String) -> anyhow::Result<Self> {
+        let m = crate::report::Machine::probe();
+        Ok(Self {
+            command,
+            started: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)?,
+            machine: format!(
+                "{} CPUs ({}), {} GB RAM, Linux {}",
+                m.cpus, m.cpu_model, m.memory_gb, m.kernel
+            ),
+            secs: 0.0,
+        })
+    }
+
+    /// The report's line under its title.
+    pub fn markdown(&self) -> String {
+        format!(
+            "`{}` · {} · {} · took {:.0} s\n",
+            self.command, self.started, self.machine, self.secs
+        )
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StudyResults {
+    #[serde(flatten)]
+    pub run: RunHeader,
     pub inserts: Vec<InsertFigure>,
     pub queries: Vec<QueryFigure>,
     /// System → why it did not run.
@@ -638,16 +670,7 @@ pub fn run(plan: &StudyPlan, command: String) -> anyhow::Result<()> {
 fn olap(plan: &StudyPlan, command: String, progress: &Progress) -> anyhow::Result<()> {
     let began = Instant::now();
     let mut results = StudyResults {
-        command,
-        started: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)?,
-        machine: {
-            let m = crate::report::Machine::probe();
-            format!(
-                "{} CPUs ({}), {} GB RAM, Linux {}",
-                m.cpus, m.cpu_model, m.memory_gb, m.kernel
-            )
-        },
+        run: RunHeader::now(command)?,
         ..StudyResults::default()
     };
     let Some((&first, bigger)) = plan.sizes.split_first() else {
@@ -712,12 +735,12 @@ fn olap(plan: &StudyPlan, command: String, progress: &Progress) -> anyhow::Resul
         let _ = std::fs::remove_dir_all(plan.work_dir.join("study-chdb"));
     }
     compare_answers(&mut results);
-    results.secs = began.elapsed().as_secs_f64();
+    results.run.secs = began.elapsed().as_secs_f64();
     write(plan, &results)?;
     progress.done(&format!(
         "study written to {} in {:.0} s",
         plan.out.display(),
-        results.secs
+        results.run.secs
     ));
     Ok(())
 }
@@ -827,11 +850,7 @@ fn write(plan: &StudyPlan, r: &StudyResults) -> anyhow::Result<()> {
 fn markdown(plan: &StudyPlan, r: &StudyResults) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Storage study: seed 004's OLAP test, redone\n");
-    let _ = writeln!(
-        md,
-        "`{}` · {} · {} · took {:.0} s\n",
-        r.command, r.started, r.machine, r.secs
-    );
+    let _ = writeln!(md, "{}", r.run.markdown());
     let _ = writeln!(
         md,
         "How the data is made, what each system is and how to read this: \
