@@ -274,9 +274,7 @@ fn measure(plan: &EnginePlan, r: &mut EngineResults, progress: &Progress) -> any
             .map_or(10.0, |s| s * ctx.records as f64 / plan.records as f64);
         for (i, share) in KILL_AT.into_iter().enumerate() {
             let after = Duration::from_secs_f64(load * share);
-            let mut f = ctx.crash(loader, &mut server, i, share, after);
-            f.topic = ctx.topic;
-            f.records = ctx.records;
+            let f = ctx.crash(loader, &mut server, i, share, after);
             progress.done(&describe_crash(&f, ctx.records));
             r.crashes.push(f);
         }

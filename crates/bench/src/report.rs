@@ -145,6 +145,14 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// How reports name the machine: "2 CPUs (model), 23.5 GB RAM, Linux 6.x".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} CPUs ({}), {} GB RAM, Linux {}",
+            self.cpus, self.cpu_model, self.memory_gb, self.kernel
+        )
+    }
+
     pub fn probe() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -256,14 +264,11 @@ impl Results {
         let _ = writeln!(md, "# Benchmark results\n");
         let _ = writeln!(
             md,
-            "`{}` · {} build · {} · {} CPUs ({}), {} GB RAM, Linux {} · took {:.0} s\n",
+            "`{}` · {} build · {} · {} · took {:.0} s\n",
             self.command,
             self.build,
             self.started_at,
-            self.machine.cpus,
-            self.machine.cpu_model,
-            self.machine.memory_gb,
-            self.machine.kernel,
+            self.machine.describe(),
             self.wall_secs
         );
         let _ = writeln!(

@@ -453,15 +453,11 @@ pub struct RunHeader {
 impl RunHeader {
     /// The header of a run of `command` starting now (`secs` is set when it ends).
     pub fn now(command: String) -> anyhow::Result<Self> {
-        let m = crate::report::Machine::probe();
         Ok(Self {
             command,
             started: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)?,
-            machine: format!(
-                "{} CPUs ({}), {} GB RAM, Linux {}",
-                m.cpus, m.cpu_model, m.memory_gb, m.kernel
-            ),
+            machine: crate::report::Machine::probe().describe(),
             secs: 0.0,
         })
     }
