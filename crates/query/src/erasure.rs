@@ -175,16 +175,16 @@ async fn run(store: &dyn EventStore, erasure: &Erasure) -> Result<(), String> {
                 // Rows again after none: an insert raced the request; delete again.
                 Ok(_) if gone_since.is_some() => break,
                 // Rows that the mutations are not removing: delete again.
-                Ok(n) => match last {
-                    Some((m, since)) if m == n => {
-                        if since.elapsed() >= stall {
-                            tracing::info!(job = %erasure.job, rows = n, "erasure: rows left stand still; deleting again");
-                            stall = (stall * 2).min(MAX_STALL);
-                            break;
-                        }
+                Ok(n) if last.is_some_and(|(m, since)| m == n && since.elapsed() >= stall) => {
+                    tracing::info!(job = %erasure.job, rows = n, "erasure: rows left stand still; deleting again");
+                    stall = (stall * 2).min(MAX_STALL);
+                    break;
+                }
+                Ok(n) => {
+                    if last.is_none_or(|(m, _)| m != n) {
+                        last = Some((n, Instant::now()));
                     }
-                    _ => last = Some((n, Instant::now())),
-                },
+                }
                 Err(e) => {
                     tracing::warn!(job = %erasure.job, error = %e, "erasure: cannot count rows; retrying")
                 }
