@@ -799,20 +799,12 @@ async fn ugc_status_shows_each_partition_with_its_loader_lag_and_dead_letters_an
         );
     }
     // The Kafka producer's metrics are there on the API.
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     for name in [
         "ugc_log_queue_depth{backend=\"kafka\"}",
         "ugc_log_kafka_delivery_errors_total{reason=\"timed_out\"}",
     ] {
-        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+        assert!(metrics.contains_key(name), "{name} missing: {metrics:?}");
     }
 
     // With the store stopped, every role says so and the status fails.

@@ -146,9 +146,9 @@ async fn the_kafka_engine_stores_the_rows_ugcs_loader_stores() {
     }
     assert_eq!(altered, 2, "the two events with escapes");
 
-    // The view on `events` that keeps the analytics' hourly rows runs for the engine's
-    // inserts too (18.16 chains a view's insert into another view). Its rows commit after
-    // the events part they come from, so they are polled for.
+    // The analytics' hourly rows come from the engine too (a second view on the engine
+    // table: 18.16 does not chain a view's insert on to the views of its target). They
+    // are written after the block's `events` rows, so they are polled for.
     let hourly = |db: &str| {
         ch.query(&format!(
             "SELECT hour, film_id, user_id FROM {db}.hourly ORDER BY hour, film_id, user_id FORMAT TSV"

@@ -62,29 +62,6 @@ fn total(m: &BTreeMap<String, f64>, name: &str) -> (f64, usize) {
         .fold((0.0, 0), |(sum, n), (_, v)| (sum + v, n + 1))
 }
 
-/// Series (name with labels, as printed) → value.
-async fn scrape(server: &Server, base: &str) -> BTreeMap<String, f64> {
-    let r = server
-        .http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let ctype = r.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(ctype.starts_with("text/plain"), "{ctype}");
-    r.text()
-        .await
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, series: &str) -> f64 {
     after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0)
 }
@@ -92,7 +69,7 @@ fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, series: 
 #[tokio::test]
 async fn counters_move_by_exactly_what_was_sent() {
     let server = Server::start(&[]).await;
-    let before = scrape(&server, &server.base).await;
+    let before = server.metrics().await;
     let on_kafka = before.keys().any(|s| s.contains("log_backend=\"kafka\""));
     for name in DOCUMENTED
         .iter()
@@ -136,7 +113,7 @@ async fn counters_move_by_exactly_what_was_sent() {
         .await;
     assert_eq!(status, 422);
 
-    let after = scrape(&server, &server.base).await;
+    let after = server.metrics().await;
     let accepted = |t: &str| {
         delta(
             &before,
@@ -193,7 +170,7 @@ async fn counters_move_by_exactly_what_was_sent() {
     // loader's lag reads 0 on every partition and its last insert is recent.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let later = loop {
-        let m = scrape(&server, &server.base).await;
+        let m = server.metrics().await;
         let (lag, partitions) = total(&m, "ugc_loader_lag_events");
         if delta(&before, &m, "ugc_store_inserts_total") >= 1.0
             && delta(&before, &m, "ugc_loader_rows_total") == 7.0
@@ -225,7 +202,7 @@ async fn metrics_can_listen_apart_from_the_api() {
         .await
         .unwrap();
     assert_eq!(on_api.status(), 404, "not on the public port");
-    let series = scrape(&server, &apart).await;
+    let series = server.metrics_at(&apart).await;
     assert!(series.contains_key("ugc_process_open_fds"));
 }
 
@@ -379,10 +356,10 @@ async fn compressed_bodies_are_ingested_and_bombs_refused() {
     let bomb = e.finish().unwrap();
     assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
     let rss = |m: &BTreeMap<String, f64>| m["ugc_process_resident_memory_bytes"];
-    let before = scrape(&server, &server.base).await;
+    let before = server.metrics().await;
     let r = post(bomb, "gzip").await.unwrap();
     assert_eq!(r.status(), 413);
-    let after = scrape(&server, &server.base).await;
+    let after = server.metrics().await;
     assert!(
         rss(&after) - rss(&before) < 64e6,
         "RSS grew from {} to {}",

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod load;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -227,6 +228,34 @@ impl Server {
         body["rows"].as_array().cloned().unwrap_or_default()
     }
 
+    /// This server's Prometheus series (name with labels, as printed) → value.
+    pub async fn metrics(&self) -> BTreeMap<String, f64> {
+        self.metrics_at(&self.base).await
+    }
+
+    /// The Prometheus series served at `base` (the API, or a `--metrics-listen` address).
+    pub async fn metrics_at(&self, base: &str) -> BTreeMap<String, f64> {
+        let r = self
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(r.status(), 200, "GET {base}/metrics");
+        let ctype = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ctype.starts_with("text/plain"), "{ctype}");
+        r.text()
+            .await
+            .expect("metrics text")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Polls `/metrics` until this server's loader has stored at least `rows` events, or
     /// fails at the deadline. Stored means the loader's insert returned, materialized views
     /// included: a view's rows become visible a moment after the rows they come from, so a
@@ -234,19 +263,11 @@ impl Server {
     pub async fn wait_loaded(&self, rows: u64, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            let text = self
-                .http
-                .get(format!("{}/metrics", self.base))
-                .send()
+            let stored = self
+                .metrics()
                 .await
-                .expect("GET /metrics")
-                .text()
-                .await
-                .expect("metrics text");
-            let stored = text
-                .lines()
-                .find_map(|l| l.strip_prefix("ugc_loader_rows_total "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
+                .get("ugc_loader_rows_total")
+                .copied()
                 .unwrap_or(0.0);
             if stored >= rows as f64 {
                 return;
