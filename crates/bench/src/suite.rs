@@ -376,7 +376,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
                 .into(),
         );
     }
-    let command = std::iter::once("ugc".to_owned())
+    let command = std::iter::once("ugc-bench".to_owned())
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
