@@ -42,16 +42,24 @@ fn count(ch: &ClickHouse, db: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn wait_count(ch: &ClickHouse, db: &str, n: u64, within: Duration) {
+/// Polls `check` every 200 ms until it passes, or fails with its last complaint once
+/// `within` has passed.
+fn wait(within: Duration, mut check: impl FnMut() -> Result<(), String>) {
     let deadline = Instant::now() + within;
-    while count(ch, db) < n {
-        assert!(
-            Instant::now() < deadline,
-            "{db}.events has {} of {n} rows after {within:?}",
-            count(ch, db)
-        );
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(why) => assert!(Instant::now() < deadline, "after {within:?}: {why}"),
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn wait_count(ch: &ClickHouse, db: &str, n: u64, within: Duration) {
+    wait(within, || match count(ch, db) {
+        c if c >= n => Ok(()),
+        c => Err(format!("{db}.events has {c} of {n} rows")),
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,16 +165,8 @@ async fn the_kafka_engine_stores_the_rows_ugcs_loader_stores() {
     };
     let want = hourly("loaded");
     assert!(!want.is_empty());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = hourly("engine");
-        if got == want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "engine.hourly after 60 s:\n{got}\nloaded.hourly:\n{want}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait(Duration::from_secs(60), || match hourly("engine") {
+        got if got == want => Ok(()),
+        got => Err(format!("engine.hourly:\n{got}\nloaded.hourly:\n{want}")),
+    });
 }
