@@ -16,7 +16,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = configuration::parse()?;
-    telemetry::init(&cli.settings.log, cli.settings.log_format);
+    // Held to the end of main: dropping it writes out the lines still queued.
+    let _log_writer = telemetry::init(&cli.settings.log, cli.settings.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -56,6 +57,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(status::run(args))?;
             if !healthy {
+                drop(_log_writer);
                 std::process::exit(1);
             }
             Ok(())

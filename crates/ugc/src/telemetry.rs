@@ -1,16 +1,24 @@
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 use crate::configuration::LogFormat;
 
-/// Logs to stderr, as text for people or JSON lines for collectors.
-pub fn init(filter: &str, format: LogFormat) {
+/// Logs to stderr, as text for people or JSON lines for collectors. Lines are written by
+/// a thread of their own, buffered and flushed whenever its queue is empty: one access
+/// line per request would otherwise cost a write on the request's thread each. The
+/// queue blocks rather than drops when full. Keep the guard until exit.
+pub fn init(filter: &str, format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("ugc-log-lines")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         // Colours only for a person at a terminal, never in files or collectors.
         .with_ansi(std::io::stderr().is_terminal());
     if format == LogFormat::Json {
@@ -23,6 +31,7 @@ pub fn init(filter: &str, format: LogFormat) {
     } else {
         builder.init();
     }
+    guard
 }
 
 /// The Prometheus side of the `metrics` facade every crate records to.
@@ -41,6 +50,9 @@ type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// How often histogram samples are folded into their buckets (see `install_metrics`).
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Installs the recorder; call once, before anything records.
 pub fn install_metrics(
@@ -61,6 +73,18 @@ pub fn install_metrics(
     )
     .set(1.0);
     metrics::counter!("ugc_http_body_too_large_total").absolute(0);
+    // A recorder installed without the exporter's own listener keeps every histogram
+    // sample until upkeep folds it into the buckets: without this thread, memory grows
+    // by each request's samples until the next scrape, forever when none comes.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            }
+        })?;
     Ok(Metrics {
         handle,
         started: std::time::Instant::now(),
