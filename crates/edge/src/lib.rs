@@ -28,10 +28,15 @@ use crate::routes::{admin, analytics, content, events, health, queries};
 
 pub fn router(state: AppState) -> Router {
     let doc = openapi::document(&state.config().compat);
-    let router = Router::new()
+    // Ingest answers are a few ids: compressing them (or wrapping their bodies to decide
+    // not to) costs more than it saves on the busiest routes, so they stay outside the
+    // compression layer below, with the seeds' routes (ingest too, for old clients).
+    let ingest = Router::new()
         .route("/api/v1/events", post(events::post_event))
         .route("/api/v1/events/batch", post(events::post_batch))
         .route("/api/v1/events/beacon", post(events::post_beacon))
+        .merge(compat::router(&state.config().compat));
+    let router = Router::new()
         .route(
             "/api/v1/films/{film_id}/progress",
             get(queries::film_progress),
@@ -90,16 +95,16 @@ pub fn router(state: AppState) -> Router {
         .route("/media/{*path}", get(web::media))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .merge(compat::router(&state.config().compat))
         // Swagger UI at /docs and the document it shows at /openapi.json; its files are
         // in the binary, so the page works offline.
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        // JsonBody enforces the configured limit itself, with a JSON 413.
-        .layer(DefaultBodyLimit::disable())
         // Answers compressed (gzip, zstd) when the client accepts it and they are worth
         // it: progress lists, analysts' rows, the OpenAPI document.
-        .layer(tower_http::compression::CompressionLayer::new());
+        .layer(tower_http::compression::CompressionLayer::new())
+        .merge(ingest)
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        // JsonBody enforces the configured limit itself, with a JSON 413.
+        .layer(DefaultBodyLimit::disable());
     let router = match cors(&state.config().cors_origins) {
         Some(layer) => router.layer(layer),
         None => router,

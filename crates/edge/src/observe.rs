@@ -43,10 +43,12 @@ fn sane(id: &str) -> bool {
 /// the log.
 pub fn user_hash(user: &str) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(user.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    use std::fmt::Write;
+    let mut hash = String::with_capacity(16);
+    for b in &Sha256::digest(user.as_bytes())[..8] {
+        let _ = write!(hash, "{b:02x}");
+    }
+    hash
 }
 
 /// Names the verified caller on the request's span (`user`), so every line of the
