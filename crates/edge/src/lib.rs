@@ -30,7 +30,7 @@ pub fn router(state: AppState) -> Router {
     let doc = openapi::document(&state.config().compat);
     // Ingest answers are a few ids: compressing them (or wrapping their bodies to decide
     // not to) costs more than it saves on the busiest routes, so they stay outside the
-    // compression layer below, with the seeds' routes (ingest too, for old clients).
+    // compression layer below, with the seeds' event routes.
     let ingest = Router::new()
         .route("/api/v1/events", post(events::post_event))
         .route("/api/v1/events/batch", post(events::post_batch))
@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/media/{*path}", get(web::media))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .merge(compat::content_router(&state.config().compat))
         // Swagger UI at /docs and the document it shows at /openapi.json; its files are
         // in the binary, so the page works offline.
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))

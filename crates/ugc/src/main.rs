@@ -17,7 +17,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> anyhow::Result<()> {
     let cli = configuration::parse()?;
     // Held to the end of main: dropping it writes out the lines still queued.
-    let _log_writer = telemetry::init(&cli.settings.log, cli.settings.log_format);
+    let log_writer = telemetry::init(&cli.settings.log, cli.settings.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(status::run(args))?;
             if !healthy {
-                drop(_log_writer);
+                drop(log_writer);
                 std::process::exit(1);
             }
             Ok(())

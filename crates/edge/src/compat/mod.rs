@@ -102,7 +102,7 @@ impl Default for CompatConfig {
     }
 }
 
-/// The routes of the enabled seeds.
+/// The event routes of the enabled seeds (their ingest).
 pub fn router(config: &CompatConfig) -> Router<AppState> {
     config.seeds.iter().fold(Router::new(), |router, seed| {
         router.merge(match seed {
@@ -113,6 +113,16 @@ pub fn router(config: &CompatConfig) -> Router<AppState> {
             Seed::S004 => seed004::routes(),
         })
     })
+}
+
+/// Seed 003's content service (`/ugc_fastapi`), when that seed is enabled: reads and
+/// writes of ratings, reviews and bookmarks, apart from the seeds' event routes.
+pub fn content_router(config: &CompatConfig) -> Router<AppState> {
+    if config.seeds.contains(&Seed::S003) {
+        seed003_content::routes()
+    } else {
+        Router::new()
+    }
 }
 
 /// One canonical event made from a seed's request.

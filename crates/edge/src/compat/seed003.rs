@@ -26,7 +26,6 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/pause", post(pause))
         .route("/api/full-view", post(full_view))
         .route("/api/quality-change", post(quality_change))
-        .merge(super::seed003_content::routes())
 }
 
 #[derive(Deserialize)]
